@@ -28,8 +28,10 @@ a BOS token, a short id for file names, and its shape.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -264,10 +266,11 @@ def _boot_bridge(hf_name, hf_model, tokenizer, device, dtype):
     from transformer_lens.model_bridge import TransformerBridge
 
     hf_model.eval()
-    bridge = TransformerBridge.boot_transformers(
-        hf_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-    )
-    bridge.to(device)
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to device"
+        bridge = TransformerBridge.boot_transformers(
+            hf_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+        bridge.to(device)
     bridge.eval()
     bridge.set_use_attn_result(True)
     bridge.set_use_hook_mlp_in(True)
@@ -471,3 +474,18 @@ def _load_hub_hf(name: str, hf_name: str, dtype):
     model = AutoModelForCausalLM.from_pretrained(hf_name, dtype=dtype, attn_implementation="eager", **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(hf_name, **kwargs)
     return model, tokenizer
+
+
+# --------------------------------------------------------------------------- small read-outs
+
+
+@torch.no_grad()
+def top_next_tokens(model, prompt: str, k: int = 10) -> list[tuple[str, float]]:
+    """The ``k`` most likely next tokens after ``prompt`` and their probabilities, most likely first."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    info = model_info(model)
+    ids = torch.tensor([tokenize(model, prompt)], device=info.device)
+    probs = model(ids, return_type="logits")[0, ids.shape[1] - 1].float().softmax(-1)
+    top = probs.topk(min(k, probs.numel()))
+    return [(info.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]

@@ -1,0 +1,270 @@
+"""Run the chapters with papermill and compile the book with Jupyter Book.
+
+``python -m ig_ap.book build`` (what ``make book`` calls):
+
+1. reads the chapters from ``_toc.yml`` (every entry whose file is a notebook in ``book/``);
+2. executes each with papermill into ``_build/executed/``, with the parameters of the
+   chosen profile (``cpu``: the embedded model on the CPU; ``gpu``: GPT-2 small at the
+   original notebooks' scale on CUDA) overridden by ``-p KEY VALUE``; only the
+   parameters a chapter declares are passed to it. A chapter whose notebook, parameters
+   and ``ig_ap`` sources are unchanged since its last successful run is not run again.
+   The first failing chapter stops the build with its error;
+3. stages the sources, the executed chapters and ``plotly.min.js`` (served locally, see
+   :mod:`ig_ap.plots`) in ``_build/src`` and runs ``jupyter-book build`` on it, which
+   writes the site to ``_build/html``.
+
+Chapters check their own parameters with :func:`check_parameters` so that
+``papermill book/<chapter>.ipynb out.ipynb -p n_prompts abc`` fails at once with one
+line that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ig_ap
+from ig_ap.models import EMBEDDED
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository (where ``_toc.yml`` and ``book/`` live)."""
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # The default: the embedded model on a 2-core CPU, sized to build the book in minutes.
+    "cpu": {"model": EMBEDDED, "device": "cpu", "seed": 0},
+    # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
+    "gpu": {"model": "gpt2", "device": "cuda", "seed": 0, "n_prompts": 100, "ig_steps": 50, "neurons": "all"},
+}
+
+PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "device": (str, type(None)),
+    "seed": (int,),
+    "prompt": (str,),
+    "answer": (str,),
+    "distractor": (str,),
+    "top_k": (int,),
+    "n_prompts": (int,),
+    "ig_steps": (int,),
+    "batch_size": (int,),
+    "tasks": (str, list),
+    "neurons": (str, int),
+}
+"""The type every chapter parameter must have (``None`` allowed where listed)."""
+
+
+class ParameterError(TypeError):
+    """A chapter parameter has the wrong type or value."""
+
+
+def check_parameters(**values: Any) -> None:
+    """Check chapter parameters against :data:`PARAMETER_TYPES`; raise one clear line if one is wrong.
+
+    Called in each chapter's first cell after the ``parameters`` cell, e.g.
+    ``check_parameters(model=model, n_prompts=n_prompts)``.
+    """
+    for key, value in values.items():
+        if key not in PARAMETER_TYPES:
+            raise ParameterError(f"unknown chapter parameter {key!r}; known: {', '.join(sorted(PARAMETER_TYPES))}")
+        types = PARAMETER_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise ParameterError(
+                f"parameter {key} must be {names}, got {value!r} ({type(value).__name__}); "
+                f"pass it as `-p {key} <{types[0].__name__}>`"
+            )
+        if key in {"n_prompts", "ig_steps", "batch_size", "top_k"} and value < 1:
+            raise ParameterError(f"parameter {key} must be at least 1, got {value}")
+
+
+# --------------------------------------------------------------------------- chapters
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    """The chapter notebooks listed in ``_toc.yml``, in book order."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for key in ("root", "chapters", "parts", "sections"):
+                if key == "root" and isinstance(node.get(key), str):
+                    files.append(node[key])
+                elif key in node and key != "root":
+                    walk(node[key])
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return [root / f"{f}.ipynb" for f in files if (root / f"{f}.ipynb").is_file()]
+
+
+def chapter_parameters(notebook: Path) -> dict[str, Any]:
+    """The parameters a chapter declares in its ``parameters`` cell, with their defaults."""
+    import papermill
+
+    return {k: v["default"] for k, v in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def _source_key(notebook: Path, parameters: dict[str, Any]) -> str:
+    """Hash of everything that changes an executed chapter: notebook, parameters, package sources."""
+    digest = hashlib.sha256(notebook.read_bytes())
+    digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    for path in sorted(Path(ig_ap.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], force: bool = False) -> Path:
+    """Execute one chapter with papermill into ``out_dir`` (skipped when nothing it depends on changed)."""
+    import papermill
+
+    declared = chapter_parameters(notebook)
+    passed = {k: v for k, v in parameters.items() if k in declared}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / notebook.name
+    stamp = out_dir / f"{notebook.stem}.key"
+    key = _source_key(notebook, passed)
+    if not force and target.is_file() and stamp.is_file() and stamp.read_text() == key:
+        print(f"  {notebook.stem}: unchanged, reusing {target.relative_to(out_dir.parent.parent)}")
+        return target
+    partial = out_dir / f".{notebook.stem}.running.ipynb"
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(partial), parameters=passed, cwd=str(notebook.parent),
+            kernel_name="python3", progress_bar=True, request_save_on_cell_execute=False,
+        )
+    except papermill.PapermillExecutionError as err:
+        message = f"{err.ename}: {err.evalue}".splitlines()[0]
+        raise ChapterFailed(
+            f"chapter {notebook.stem} failed in cell {err.exec_count}: {message} "
+            f"(the executed copy is at {partial})"
+        ) from None
+    partial.replace(target)
+    stamp.write_text(key)
+    print(f"  {notebook.stem}: executed in {time.perf_counter() - started:.1f} s")
+    return target
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter raised while papermill executed it."""
+
+
+# --------------------------------------------------------------------------- the book
+
+
+def stage(root: Path, executed: list[Path], src: Path) -> Path:
+    """Assemble the book sources (config, pages, executed chapters, local plotly.js) in ``src``."""
+    from ig_ap.plots import plotly_js_path
+
+    if src.exists():
+        shutil.rmtree(src)
+    (src / "_static").mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, src / name)
+    for path in (root / "book").rglob("*"):
+        if path.is_file() and path.suffix != ".ipynb" and ".ipynb_checkpoints" not in path.parts:
+            dest = src / path.relative_to(root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+    for notebook in executed:
+        shutil.copy2(notebook, src / "book" / notebook.name)
+    if (root / "_static").is_dir():
+        shutil.copytree(root / "_static", src / "_static", dirs_exist_ok=True)
+    shutil.copy2(plotly_js_path(), src / "_static" / "plotly.min.js")
+    return src
+
+
+def build(
+    profile: str = "cpu",
+    only: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    root: Path = ROOT,
+    out: Path | None = None,
+    force: bool = False,
+) -> Path:
+    """Execute the chapters and build the HTML book; returns the path of ``index.html``."""
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    out = out or root / "_build"
+    parameters = {**PROFILES[profile], **(overrides or {})}
+    notebooks = chapters(root)
+    if only:
+        unknown = set(only) - {n.stem for n in notebooks}
+        if unknown:
+            raise ParameterError(
+                f"unknown chapter(s) {', '.join(sorted(unknown))}; chapters: {', '.join(n.stem for n in notebooks)}"
+            )
+    started = time.perf_counter()
+    executed = []
+    for i, notebook in enumerate(notebooks, 1):
+        target = out / "executed" / notebook.name
+        if only and notebook.stem not in only:
+            if not target.is_file():
+                raise ChapterFailed(f"chapter {notebook.stem} has never been executed; build it once without --only")
+            executed.append(target)
+            continue
+        print(f"[{i}/{len(notebooks)}] {notebook.stem} ({profile} profile)", flush=True)
+        executed.append(execute_chapter(notebook, out / "executed", parameters, force=force))
+    src = stage(root, executed, out / "src")
+    print("Compiling the book with Jupyter Book ...", flush=True)
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(src), "--path-output", str(out.parent)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        raise ChapterFailed(f"jupyter-book build failed (exit {result.returncode}); its output is above")
+    index = out / "html" / "index.html"
+    print(f"Book built in {time.perf_counter() - started:.1f} s: {index}")
+    return index
+
+
+def _parse_value(text: str) -> Any:
+    """Parse a ``-p`` value the way papermill does: int, float, bool, None, else the string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(text, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ig_ap.book", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="execute the chapters and build the HTML book into _build/html")
+    b.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    b.add_argument("--only", action="append", metavar="CHAPTER", help="run only this chapter (repeatable)")
+    b.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    b.add_argument("--force", action="store_true", help="re-execute chapters even when nothing changed")
+    sub.add_parser("chapters", help="list the chapters and their parameters")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "chapters":
+            for notebook in chapters():
+                print(notebook.stem, chapter_parameters(notebook))
+            return 0
+        overrides = {k: _parse_value(v) for k, v in args.parameter}
+        check_parameters(**overrides)
+        build(args.profile, args.only, overrides, force=args.force)
+    except (ParameterError, ChapterFailed) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
