@@ -13,13 +13,24 @@ BOOK_ARGS ?=
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k models"
 PYTEST_ARGS ?=
 
-.PHONY: book test setup clean
+# apt-get needs root; use sudo when not root and sudo exists
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
+
+.PHONY: book test setup chromium clean
 
 book: setup
 	$(PY) -m ig_ap.book build $(BOOK_ARGS)
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser test opens the built pages in headless Chromium (Debian's package). If it
+# cannot be installed here, the browser test fails: it does not skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "installing Debian's chromium for the browser test"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test will fail"
 
 setup: $(STAMP)
 
