@@ -1,0 +1,662 @@
+"""The four circuit tasks of the book, as prompt-pair datasets that adapt to the tokenizer.
+
+A task gives pairs of prompts, *clean* and *corrupted*, that tokenize to the same length
+and differ in a few tokens, plus a metric on the model's logits at each prompt's last
+token. Activation patching and integrated gradients both ask how much of the metric's
+change from corrupted to clean each component carries.
+
+=================  =============================================  ===================================
+task               clean → corrupted                              metric (per prompt)
+=================  =============================================  ===================================
+``ioi``            "When Mary and John went to the store, John     logit(IO) − logit(S): " Mary" − " John"
+                   gave a drink to" → ``abc``: the second
+                   subject replaced by a third name (default);
+                   ``abb``: both names replaced by two others,
+                   same ABB pattern
+``greater_than``   "The war lasted from the year 1732 to the       probability on answers greater than
+                   year 17" → year 1701                           the clean start minus the rest
+``gender_bias``    "The nurse said that" → "The man said that"    logit(stereotyped pronoun) − logit(other)
+``capital_country`` "Paris, the capital of" → "Tokyo, the          logit(country) − logit(corrupted
+                   capital of" (same token length)                prompt's country), first tokens
+=================  =============================================  ===================================
+
+Every metric is computed for each prompt at its own last token (prompts in a batch are
+right-padded: a padded batch read at position ``-1`` would read padding for the shorter
+prompts, the original notebooks' main bug), on the answers of the *clean* prompt, for the
+clean and the corrupted run alike; :func:`normalized` maps it to 0 (corrupted) … 1 (clean).
+
+Greater-Than adapts to the tokenizer: where two-digit years are single tokens (GPT-2) the
+answer is the two-digit year after "to the year 17" (Hanna et al. 2023); where digits are
+single tokens (the embedded SmolLM2) the answer is the next digit, the tens digit of the
+end year, and the metric is the mass on tens digits greater than the start year's minus
+the mass on smaller ones (the equal digit is ambiguous and left out). The dataset's
+``variant`` records which one was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Callable, Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ig_ap.models import ModelInfo, model_info
+
+
+class Task(str, Enum):
+    """The circuit tasks of the book."""
+
+    IOI = "ioi"
+    GREATER_THAN = "greater_than"
+    GENDER_BIAS = "gender_bias"
+    CAPITAL_COUNTRY = "capital_country"
+
+    @classmethod
+    def parse(cls, task: "Task | str") -> "Task":
+        """The task named ``task``; :class:`TaskError` with the known names if there is none."""
+        if isinstance(task, Task):
+            return task
+        try:
+            return cls(str(task).strip().lower().replace("-", "_"))
+        except ValueError:
+            raise TaskError(f"unknown task {task!r}; choose one of {', '.join(t.value for t in cls)}") from None
+
+
+class TaskError(ValueError):
+    """A dataset cannot be built as asked (unknown task, bad size, unusable tokenizer)."""
+
+
+TASK_TITLES = {
+    Task.IOI: "IOI",
+    Task.GREATER_THAN: "Greater-Than",
+    Task.GENDER_BIAS: "Gender-Bias",
+    Task.CAPITAL_COUNTRY: "Capital-Country",
+}
+
+
+# --------------------------------------------------------------------------- data classes
+
+
+@dataclass
+class Batch:
+    """Prompt pairs as token ids, ready for the kernels.
+
+    ``clean`` and ``corrupted`` are right-padded with ``pad_id``; prompt ``i`` of both ends
+    at position ``last[i]``. ``answers`` holds the token ids the metric compares (logit
+    difference tasks: ``[correct, wrong]``) or, for Greater-Than, the index of the clean
+    prompt's threshold among ``candidates`` (the answer tokens in increasing order).
+    """
+
+    task: Task
+    clean: Int[Tensor, "prompt pos"]
+    corrupted: Int[Tensor, "prompt pos"]
+    answers: Int[Tensor, "prompt n_answers"]
+    last: Int[Tensor, "prompt"]
+    candidates: Int[Tensor, "n_candidates"] | None = None
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return self.clean.shape[0]
+
+    def to(self, device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(
+            self, clean=move(self.clean), corrupted=move(self.corrupted), answers=move(self.answers),
+            last=move(self.last), candidates=move(self.candidates),
+        )
+
+    def select(self, index: Sequence[int] | slice) -> "Batch":
+        """A sub-batch (trailing columns of padding only are kept: shapes stay valid)."""
+        pick = lambda t: t[index]  # noqa: E731
+        return replace(self, clean=pick(self.clean), corrupted=pick(self.corrupted),
+                       answers=pick(self.answers), last=pick(self.last))
+
+    def first_difference(self) -> int:
+        """First position where any clean and corrupted prompt of the batch differ (their shared prefix length)."""
+        differs = (self.clean != self.corrupted).any(dim=0).nonzero()
+        return int(differs[0]) if len(differs) else self.clean.shape[1]
+
+    @property
+    def metric(self) -> Callable[[Tensor, "Batch"], Tensor]:
+        return METRICS[self.task]
+
+
+@dataclass
+class TaskDataset:
+    """A task's prompt pairs for one tokenizer, with everything needed to rebuild and describe them."""
+
+    task: Task
+    model_id: str
+    seed: int
+    variant: str
+    clean_prompts: list[str]
+    corrupted_prompts: list[str]
+    clean_ids: list[list[int]]
+    corrupted_ids: list[list[int]]
+    answers: Int[Tensor, "prompt n_answers"]
+    answer_strings: list[tuple[str, ...]]
+    candidates: Int[Tensor, "n_candidates"] | None = None
+    pad_id: int = 0
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.clean_prompts)
+
+    @property
+    def metric(self) -> Callable[[Tensor, Batch], Tensor]:
+        return METRICS[self.task]
+
+    def batch(self, index: Sequence[int] | None = None) -> Batch:
+        """The prompts at ``index`` (all by default) as one right-padded :class:`Batch`."""
+        index = range(len(self)) if index is None else index
+        clean = [self.clean_ids[i] for i in index]
+        corrupted = [self.corrupted_ids[i] for i in index]
+        width = max(map(len, clean))
+        pad = lambda rows: torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows])  # noqa: E731
+        return Batch(
+            task=self.task,
+            clean=pad(clean),
+            corrupted=pad(corrupted),
+            answers=self.answers[list(index)],
+            last=torch.tensor([len(r) - 1 for r in clean]),
+            candidates=self.candidates,
+            pad_id=self.pad_id,
+        )
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """Consecutive batches of at most ``batch_size`` prompts (the dataloader of the kernels)."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise TaskError(f"batch_size must be a positive int, got {batch_size!r}")
+        for start in range(0, len(self), batch_size):
+            yield self.batch(range(start, min(start + batch_size, len(self))))
+
+
+def dataloader(dataset: TaskDataset, batch_size: int) -> Iterator[Batch]:
+    """Batches of ``dataset`` ready for the kernels (same as ``dataset.batches(batch_size)``)."""
+    return dataset.batches(batch_size)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def final_logits(logits: Float[Tensor, "prompt pos vocab"], last: Int[Tensor, "prompt"]) -> Float[Tensor, "prompt vocab"]:
+    """Each prompt's logits at its own last token (never ``logits[:, -1]`` on a padded batch)."""
+    return logits[torch.arange(logits.shape[0], device=logits.device), last.to(logits.device)]
+
+
+def logit_diff(logits: Float[Tensor, "prompt pos vocab"], batch: Batch) -> Float[Tensor, "prompt"]:
+    """logit(correct answer) − logit(wrong answer) at each prompt's last token."""
+    final = final_logits(logits, batch.last)
+    answers = batch.answers.to(final.device)
+    return final.gather(1, answers[:, :1]).squeeze(1) - final.gather(1, answers[:, 1:2]).squeeze(1)
+
+
+def prob_diff(logits: Float[Tensor, "prompt pos vocab"], batch: Batch) -> Float[Tensor, "prompt"]:
+    """Greater-Than: probability on answers above the clean threshold minus on the others.
+
+    ``batch.candidates`` are the answer tokens in increasing order (years 00…99, or digits
+    0…9) and ``batch.answers[:, 0]`` the index of the clean prompt's threshold among them.
+    Two-digit years: greater minus ≤ (Hanna et al.). Next digit: greater minus smaller,
+    the equal digit left out (``batch.answers[:, 1] == 1`` marks that variant).
+    """
+    probs = final_logits(logits, batch.last).softmax(dim=-1)
+    candidates = batch.candidates.to(probs.device)
+    mass = probs[:, candidates]  # [prompt, n_candidates]
+    order = torch.arange(len(candidates), device=probs.device)
+    threshold = batch.answers[:, :1].to(probs.device)
+    strict = batch.answers[:, 1:2].to(probs.device).bool()
+    greater = order > threshold
+    others = torch.where(strict, order < threshold, order <= threshold)
+    return (mass * greater).sum(-1) - (mass * others).sum(-1)
+
+
+METRICS: dict[Task, Callable[[Tensor, Batch], Tensor]] = {
+    Task.IOI: logit_diff,
+    Task.GREATER_THAN: prob_diff,
+    Task.GENDER_BIAS: logit_diff,
+    Task.CAPITAL_COUNTRY: logit_diff,
+}
+
+
+def normalized(
+    values: Float[Tensor, "prompt"], clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "prompt"]
+) -> Float[Tensor, "prompt"]:
+    """Map a metric to 0 at the corrupted run and 1 at the clean run, prompt by prompt."""
+    return (values - corrupted) / (clean - corrupted)
+
+
+@torch.no_grad()
+def evaluate(model, dataset: TaskDataset, batch_size: int = 32) -> tuple[Float[Tensor, "prompt"], Float[Tensor, "prompt"]]:
+    """The metric on the clean and on the corrupted prompts, per prompt."""
+    device = model_info(model).device
+    clean, corrupted = [], []
+    for batch in dataset.batches(batch_size):
+        batch = batch.to(device)
+        clean.append(batch.metric(model(batch.clean, return_type="logits"), batch).cpu())
+        corrupted.append(batch.metric(model(batch.corrupted, return_type="logits"), batch).cpu())
+    return torch.cat(clean), torch.cat(corrupted)
+
+
+# --------------------------------------------------------------------------- word lists
+
+NAMES = """Mary John Alice Bob Sarah Michael Emma James Olivia David Sophia Daniel Emily Thomas Anna
+Paul Laura Mark Rachel Peter Jessica Kevin Lisa Brian Karen Steven Linda Jason Susan Eric Amy Adam
+Helen Ryan Kate Andrew Julia Justin Grace Jacob Rose Matthew Claire Tim Jane Chris Diana George Lucy
+Henry Nancy Jack Maria Sam Victoria Tom Amanda Joseph Megan William Elizabeth Richard Anne Robert
+Nicole Charles Sandra Edward Martha Frank Alex Kelly Joe Jennifer Patrick Hannah Scott Lily Kyle
+Sara Ben Carol Dan Ruth Max Emily Leo Nina Oscar Eva Jerry Holly Ian Jill Luke Beth Carl Joan""".split()
+
+PLACES = """store garden restaurant school hospital office house station park library beach market
+church cafe museum theater airport bank hotel kitchen""".split()
+
+OBJECTS = """ring kiss bone basketball computer necklace drink snack book letter flower cake pen gift
+ball hat bottle apple phone key""".split()
+
+# Wang et al. (2023) IOI templates in BABA order; [B] is the subject (S), [A] the indirect
+# object (IO). ABBA forms swap the first two names. The prompt stops before the final [A].
+IOI_TEMPLATES = [
+    "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
+    "Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to",
+    "Then, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to",
+    "Then, [B] and [A] were thinking about going to the [PLACE]. [B] wanted to give a [OBJECT] to",
+    "Then, [B] and [A] had a long argument, and afterwards [B] said to",
+    "After [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to",
+    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give it to",
+    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give the [OBJECT] to",
+    "While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to",
+    "While [B] and [A] were commuting to the [PLACE], [B] gave a [OBJECT] to",
+    "After the lunch, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
+    "Afterwards, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
+    "Then, [B] and [A] had a long argument. Afterwards [B] said to",
+    "The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to",
+    "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to",
+]
+
+# Hanna et al. (2023) Greater-Than nouns.
+GREATER_THAN_NOUNS = """abduction accord affair agreement appraisal assaults assessment attack attempts
+campaign captivity case challenge chaos clash collaboration coma competition confrontation consequence
+conspiracy construction consultation contact contract convention cooperation custody deal decline
+decrease demonstrations development disagreement disorder dispute domination dynasty effect effort
+employment endeavor engagement epidemic evaluation exchange existence expansion expedition experiments
+fall fame flights friendship growth hardship hostility illness impact imprisonment improvement
+incarceration increase insurgency invasion investigation journey kingdom marriage modernization
+negotiation notoriety obstruction operation order outbreak outcome overhaul patrols pilgrimage plague
+plan practice process program progress project pursuit quest raids reforms reign relationship
+retaliation riot rise rivalry romance rule sanctions shift siege slump stature stint strikes study
+test testing tests therapy tour tradition treaty trial trip unemployment voyage warfare work""".split()
+GREATER_THAN_CENTURIES = list(range(11, 18))  # years 1100 … 1799
+
+# Vig et al. (2020) templates; professions stereotyped female / male (Bolukbasi et al. 2016).
+GENDER_TEMPLATES = [
+    "The {} said that", "The {} yelled that", "The {} whispered that", "The {} wanted that",
+    "The {} desired that", "The {} wished that", "The {} ate because", "The {} ran because",
+    "The {} drove because", "The {} slept because", "The {} cried because", "The {} laughed because",
+    "The {} went home because", "The {} stayed up because", "The {} was fired because",
+    "The {} was promoted because", "The {} yelled because",
+]
+FEMALE_PROFESSIONS = """nurse secretary receptionist librarian hairdresser housekeeper nanny dancer
+cashier maid stylist homemaker socialite babysitter midwife florist typist bookkeeper
+dietitian therapist counselor teacher""".split()
+MALE_PROFESSIONS = """mechanic carpenter engineer surgeon pilot firefighter plumber electrician janitor
+sheriff soldier farmer mover guard laborer builder boss captain architect banker butcher chef
+manager programmer""".split()
+
+# (capital, country): world facts, 190 pairs.
+CAPITALS = [
+    ("Kabul", "Afghanistan"), ("Tirana", "Albania"), ("Algiers", "Algeria"), ("Andorra la Vella", "Andorra"),
+    ("Luanda", "Angola"), ("Buenos Aires", "Argentina"), ("Yerevan", "Armenia"), ("Canberra", "Australia"),
+    ("Vienna", "Austria"), ("Baku", "Azerbaijan"), ("Nassau", "Bahamas"), ("Manama", "Bahrain"),
+    ("Dhaka", "Bangladesh"), ("Bridgetown", "Barbados"), ("Minsk", "Belarus"), ("Brussels", "Belgium"),
+    ("Belmopan", "Belize"), ("Porto-Novo", "Benin"), ("Thimphu", "Bhutan"), ("Sucre", "Bolivia"),
+    ("Sarajevo", "Bosnia and Herzegovina"), ("Gaborone", "Botswana"), ("Brasilia", "Brazil"),
+    ("Bandar Seri Begawan", "Brunei"), ("Sofia", "Bulgaria"), ("Ouagadougou", "Burkina Faso"),
+    ("Gitega", "Burundi"), ("Phnom Penh", "Cambodia"), ("Yaounde", "Cameroon"), ("Ottawa", "Canada"),
+    ("Praia", "Cape Verde"), ("Bangui", "Central African Republic"), ("N'Djamena", "Chad"),
+    ("Santiago", "Chile"), ("Beijing", "China"), ("Bogota", "Colombia"), ("Moroni", "Comoros"),
+    ("Kinshasa", "Democratic Republic of the Congo"), ("Brazzaville", "Republic of the Congo"),
+    ("San Jose", "Costa Rica"), ("Yamoussoukro", "Ivory Coast"), ("Zagreb", "Croatia"), ("Havana", "Cuba"),
+    ("Nicosia", "Cyprus"), ("Prague", "Czech Republic"), ("Copenhagen", "Denmark"), ("Djibouti", "Djibouti"),
+    ("Roseau", "Dominica"), ("Santo Domingo", "Dominican Republic"), ("Quito", "Ecuador"), ("Cairo", "Egypt"),
+    ("San Salvador", "El Salvador"), ("Malabo", "Equatorial Guinea"), ("Asmara", "Eritrea"),
+    ("Tallinn", "Estonia"), ("Mbabane", "Eswatini"), ("Addis Ababa", "Ethiopia"), ("Suva", "Fiji"),
+    ("Helsinki", "Finland"), ("Paris", "France"), ("Libreville", "Gabon"), ("Banjul", "Gambia"),
+    ("Tbilisi", "Georgia"), ("Berlin", "Germany"), ("Accra", "Ghana"), ("Athens", "Greece"),
+    ("St. George's", "Grenada"), ("Guatemala City", "Guatemala"), ("Conakry", "Guinea"),
+    ("Bissau", "Guinea-Bissau"), ("Georgetown", "Guyana"), ("Port-au-Prince", "Haiti"),
+    ("Tegucigalpa", "Honduras"), ("Budapest", "Hungary"), ("Reykjavik", "Iceland"), ("New Delhi", "India"),
+    ("Jakarta", "Indonesia"), ("Tehran", "Iran"), ("Baghdad", "Iraq"), ("Dublin", "Ireland"),
+    ("Jerusalem", "Israel"), ("Rome", "Italy"), ("Kingston", "Jamaica"), ("Tokyo", "Japan"),
+    ("Amman", "Jordan"), ("Astana", "Kazakhstan"), ("Nairobi", "Kenya"), ("Tarawa", "Kiribati"),
+    ("Pyongyang", "North Korea"), ("Seoul", "South Korea"), ("Pristina", "Kosovo"), ("Kuwait City", "Kuwait"),
+    ("Bishkek", "Kyrgyzstan"), ("Vientiane", "Laos"), ("Riga", "Latvia"), ("Beirut", "Lebanon"),
+    ("Maseru", "Lesotho"), ("Monrovia", "Liberia"), ("Tripoli", "Libya"), ("Vaduz", "Liechtenstein"),
+    ("Vilnius", "Lithuania"), ("Luxembourg", "Luxembourg"), ("Antananarivo", "Madagascar"),
+    ("Lilongwe", "Malawi"), ("Kuala Lumpur", "Malaysia"), ("Male", "Maldives"), ("Bamako", "Mali"),
+    ("Valletta", "Malta"), ("Majuro", "Marshall Islands"), ("Nouakchott", "Mauritania"),
+    ("Port Louis", "Mauritius"), ("Mexico City", "Mexico"), ("Palikir", "Micronesia"),
+    ("Chisinau", "Moldova"), ("Monaco", "Monaco"), ("Ulaanbaatar", "Mongolia"), ("Podgorica", "Montenegro"),
+    ("Rabat", "Morocco"), ("Maputo", "Mozambique"), ("Naypyidaw", "Myanmar"), ("Windhoek", "Namibia"),
+    ("Yaren", "Nauru"), ("Kathmandu", "Nepal"), ("Amsterdam", "Netherlands"), ("Wellington", "New Zealand"),
+    ("Managua", "Nicaragua"), ("Niamey", "Niger"), ("Abuja", "Nigeria"), ("Skopje", "North Macedonia"),
+    ("Oslo", "Norway"), ("Muscat", "Oman"), ("Islamabad", "Pakistan"), ("Ngerulmud", "Palau"),
+    ("Panama City", "Panama"), ("Port Moresby", "Papua New Guinea"), ("Asuncion", "Paraguay"),
+    ("Lima", "Peru"), ("Manila", "Philippines"), ("Warsaw", "Poland"), ("Lisbon", "Portugal"),
+    ("Doha", "Qatar"), ("Bucharest", "Romania"), ("Moscow", "Russia"), ("Kigali", "Rwanda"),
+    ("Basseterre", "Saint Kitts and Nevis"), ("Castries", "Saint Lucia"),
+    ("Kingstown", "Saint Vincent and the Grenadines"), ("Apia", "Samoa"), ("San Marino", "San Marino"),
+    ("Sao Tome", "Sao Tome and Principe"), ("Riyadh", "Saudi Arabia"), ("Dakar", "Senegal"),
+    ("Belgrade", "Serbia"), ("Victoria", "Seychelles"), ("Freetown", "Sierra Leone"),
+    ("Singapore", "Singapore"), ("Bratislava", "Slovakia"), ("Ljubljana", "Slovenia"),
+    ("Honiara", "Solomon Islands"), ("Mogadishu", "Somalia"), ("Pretoria", "South Africa"),
+    ("Juba", "South Sudan"), ("Madrid", "Spain"), ("Colombo", "Sri Lanka"), ("Khartoum", "Sudan"),
+    ("Paramaribo", "Suriname"), ("Stockholm", "Sweden"), ("Bern", "Switzerland"), ("Damascus", "Syria"),
+    ("Taipei", "Taiwan"), ("Dushanbe", "Tajikistan"), ("Dodoma", "Tanzania"), ("Bangkok", "Thailand"),
+    ("Dili", "East Timor"), ("Lome", "Togo"), ("Nuku'alofa", "Tonga"), ("Port of Spain", "Trinidad and Tobago"),
+    ("Tunis", "Tunisia"), ("Ankara", "Turkey"), ("Ashgabat", "Turkmenistan"), ("Funafuti", "Tuvalu"),
+    ("Kampala", "Uganda"), ("Kyiv", "Ukraine"), ("Abu Dhabi", "United Arab Emirates"),
+    ("London", "United Kingdom"), ("Washington", "United States"), ("Montevideo", "Uruguay"),
+    ("Tashkent", "Uzbekistan"), ("Port Vila", "Vanuatu"), ("Caracas", "Venezuela"), ("Hanoi", "Vietnam"),
+    ("Sanaa", "Yemen"), ("Lusaka", "Zambia"), ("Harare", "Zimbabwe"),
+]
+
+
+# --------------------------------------------------------------------------- generators
+
+
+class _Tok:
+    """Tokenizer helpers for one model (BOS-aware, cached)."""
+
+    def __init__(self, info: ModelInfo):
+        self.info = info
+        self.tokenizer = info.tokenizer
+        self._cache: dict[str, list[int]] = {}
+
+    def ids(self, text: str, bos: bool = True) -> list[int]:
+        if text not in self._cache:
+            self._cache[text] = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids = self._cache[text]
+        return [self.tokenizer.bos_token_id, *ids] if bos and self.info.prepend_bos else list(ids)
+
+    def single(self, text: str) -> int | None:
+        """The token id if ``text`` is exactly one token, else None."""
+        ids = self.ids(text, bos=False)
+        return ids[0] if len(ids) == 1 else None
+
+    def pad_id(self) -> int:
+        t = self.tokenizer
+        for candidate in (t.pad_token_id, t.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+
+@dataclass
+class _Pair:
+    clean: str
+    corrupted: str
+    answers: tuple[int, ...]
+    answer_strings: tuple[str, ...]
+
+
+def _ioi(tok: _Tok, n: int, rng: random.Random, corruption: str = "abc"):
+    if corruption not in ("abc", "abb"):
+        raise TaskError(f"unknown IOI corruption {corruption!r}; choose 'abc' or 'abb'")
+    names = list(dict.fromkeys(x for x in NAMES if tok.single(" " + x) is not None))
+    needed = 3 if corruption == "abc" else 4
+    if len(names) < max(needed, 8):
+        raise TaskError(
+            f"this tokenizer has only {len(names)} single-token names (with a leading space); IOI needs at least 8"
+        )
+    forms = [(t, order) for t in IOI_TEMPLATES for order in ("ABBA", "BABA")]
+    capacity = len(forms) * len(names) * (len(names) - 1)
+    _check_n(n, capacity, "IOI (templates × name pairs)")
+
+    def fill(template, order, a, b, s2, place, obj):
+        first, second = (a, b) if order == "ABBA" else (b, a)
+        text = template.replace("[B] and [A]", f"{first} and {second}", 1)
+        text = text.replace("[B]", s2).replace("[PLACE]", place).replace("[OBJECT]", obj)
+        return text
+
+    pairs, seen = [], set()
+    while len(pairs) < n:
+        template, order = rng.choice(forms)
+        a, b = rng.sample(names, 2)
+        key = (template, order, a, b)
+        if key in seen:
+            continue
+        seen.add(key)
+        place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
+        clean = fill(template, order, a, b, b, place, obj)
+        others = [x for x in names if x not in (a, b)]
+        if corruption == "abc":
+            corrupted = fill(template, order, a, b, rng.choice(others), place, obj)
+        else:
+            d, e = rng.sample(others, 2)
+            corrupted = fill(template, order, d, e, e, place, obj)
+        pairs.append(_Pair(clean, corrupted, (tok.single(" " + a), tok.single(" " + b)), (" " + a, " " + b)))
+    return pairs, f"corruption {corruption}", {"corruption": corruption}
+
+
+def _greater_than_variant(tok: _Tok) -> tuple[str, list[int]]:
+    """``two-digit`` (year tokens 00…99) or ``next-digit`` (digit tokens 0…9), and the candidate ids."""
+    years = [tok.single(f"{y:02d}") for y in range(100)]
+    centuries = [tok.single(f" {c}") for c in GREATER_THAN_CENTURIES]
+    splits_as_pairs = all(tok.ids(f" {c}{y:02d}", bos=False) == [tok.single(f" {c}"), tok.single(f"{y:02d}")]
+                          for c in (11, 17) for y in (1, 32, 99))
+    if None not in years and None not in centuries and splits_as_pairs:
+        return "two-digit", years
+    digits = [tok.single(str(d)) for d in range(10)]
+    if None not in digits and all(tok.ids(f" 17{y:02d}", bos=False)[-2:] == [digits[y // 10], digits[y % 10]] for y in (1, 32, 99)):
+        return "next-digit", digits
+    raise TaskError(
+        "this tokenizer has neither single-token two-digit years nor single-token digits; Greater-Than cannot be built for it"
+    )
+
+
+def _greater_than(tok: _Tok, n: int, rng: random.Random):
+    variant, candidates = _greater_than_variant(tok)
+    # Start years YY: two-digit: 02…98 (Hanna et al.); next digit: tens digit 1…8 so that both
+    # greater and smaller digits exist.
+    yys = list(range(2, 99)) if variant == "two-digit" else [y for y in range(10, 90)]
+    capacity = len(GREATER_THAN_NOUNS) * len(GREATER_THAN_CENTURIES) * len(yys)
+    _check_n(n, capacity, "Greater-Than (nouns × centuries × years)")
+    pairs, seen = [], set()
+    while len(pairs) < n:
+        noun, xx, yy = rng.choice(GREATER_THAN_NOUNS), rng.choice(GREATER_THAN_CENTURIES), rng.choice(yys)
+        if (noun, xx, yy) in seen:
+            continue
+        seen.add((noun, xx, yy))
+        clean = f"The {noun} lasted from the year {xx}{yy:02d} to the year {xx}"
+        corrupted = f"The {noun} lasted from the year {xx}01 to the year {xx}"
+        if variant == "two-digit":
+            answers, strings = (yy, 0), (f"> {yy:02d}", f"≤ {yy:02d}")
+        else:
+            answers, strings = (yy // 10, 1), (f"> {yy // 10}", f"< {yy // 10}")
+        pairs.append(_Pair(clean, corrupted, answers, strings))
+    note = (
+        "answers are two-digit year tokens (Hanna et al. 2023): probability on years greater than the start "
+        "year minus probability on the others"
+        if variant == "two-digit"
+        else "digits are single tokens in this tokenizer, so the answer is the next digit (the tens digit of the end "
+        "year): probability on tens digits greater than the start year's minus probability on smaller ones, the "
+        "equal digit left out"
+    )
+    return pairs, note, {"variant": variant, "candidates": candidates}
+
+
+def _gender_bias(tok: _Tok, n: int, rng: random.Random):
+    he, she = tok.single(" he"), tok.single(" she")
+    man, woman = " man", " woman"
+    if he is None or she is None:
+        raise TaskError("' he' and ' she' are not single tokens in this tokenizer; Gender-Bias cannot be built for it")
+    by_gender = {}
+    for gender, professions, swap in (("female", FEMALE_PROFESSIONS, man), ("male", MALE_PROFESSIONS, woman)):
+        usable = []
+        for template in GENDER_TEMPLATES:
+            for profession in professions:
+                clean = template.format(profession)
+                corrupted = template.format(swap.strip())
+                if len(tok.ids(clean)) == len(tok.ids(corrupted)):  # pairs of unequal length are dropped
+                    usable.append((clean, corrupted))
+        by_gender[gender] = usable
+    per_gender = min(len(v) for v in by_gender.values())
+    _check_n(n, 2 * per_gender, "Gender-Bias (templates × professions of the same token length as 'man'/'woman', balanced)")
+    pairs = []
+    half = {"female": (n + 1) // 2, "male": n // 2}
+    for gender, count in half.items():
+        for clean, corrupted in rng.sample(by_gender[gender], count):
+            answers = (she, he) if gender == "female" else (he, she)
+            strings = (" she", " he") if gender == "female" else (" he", " she")
+            pairs.append(_Pair(clean, corrupted, answers, strings))
+    rng.shuffle(pairs)
+    return pairs, "balanced: half female-stereotyped professions (corrupted with 'man'), half male ('woman')", {}
+
+
+def _capital_country(tok: _Tok, n: int, rng: random.Random):
+    entries = []
+    for capital, country in CAPITALS:
+        first = tok.ids(" " + country, bos=False)[0]
+        entries.append((capital, country, first, len(tok.ids(f"{capital}, the capital of"))))
+    by_length: dict[int, list] = {}
+    for entry in entries:
+        by_length.setdefault(entry[3], []).append(entry)
+    usable = [e for e in entries if any(o[2] != e[2] for o in by_length[e[3]])]
+    _check_n(n, len(usable), "Capital-Country (capitals with another capital of the same token length)")
+    pairs = []
+    for capital, country, first, length in rng.sample(usable, n):
+        others = [o for o in by_length[length] if o[2] != first]
+        other = rng.choice(others)
+        pairs.append(_Pair(
+            f"{capital}, the capital of", f"{other[0]}, the capital of", (first, other[2]),
+            (" " + country, " " + other[1]),
+        ))
+    return pairs, "answers are the countries' first tokens; the corrupted capital has the same token length", {}
+
+
+def _check_n(n, capacity: int, what: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TaskError(f"n must be a positive int, got {n!r}")
+    if n > capacity:
+        raise TaskError(f"n={n} is more than {what} can give without repeats ({capacity}); ask for at most {capacity}")
+
+
+_GENERATORS = {
+    Task.IOI: _ioi,
+    Task.GREATER_THAN: _greater_than,
+    Task.GENDER_BIAS: _gender_bias,
+    Task.CAPITAL_COUNTRY: _capital_country,
+}
+
+
+def make_dataset(task: Task | str, model, n: int = 100, seed: int = 0, **options) -> TaskDataset:
+    """Build ``n`` prompt pairs of ``task`` for ``model``'s tokenizer, reproducibly from ``seed``.
+
+    Args:
+        task: a :class:`Task` or its name (``"ioi"``, ``"greater_than"``, ``"gender_bias"``,
+            ``"capital_country"``).
+        model: a bridge from :func:`ig_ap.models.load_model` (or its :class:`ModelInfo`).
+        n: number of prompt pairs, each different.
+        seed: the same seed gives the same dataset.
+        options: task options; IOI takes ``corruption="abc"`` (default) or ``"abb"``.
+
+    Raises:
+        TaskError: unknown task, ``n`` < 1 or more than the task can give without repeats,
+            or a tokenizer that leaves too few usable names, years or words.
+    """
+    task = Task.parse(task)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TaskError(f"n must be a positive int, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TaskError(f"seed must be an int, got {seed!r}")
+    if options and task is not Task.IOI:
+        raise TaskError(f"task {task.value} takes no options, got {', '.join(options)}")
+    info = model if isinstance(model, ModelInfo) else model_info(model)
+    tok = _Tok(info)
+    pairs, notes, extra = _GENERATORS[task](tok, n, random.Random(f"{task.value}/{seed}"), **options)
+    clean_ids = [tok.ids(p.clean) for p in pairs]
+    corrupted_ids = [tok.ids(p.corrupted) for p in pairs]
+    for c, k, p in zip(clean_ids, corrupted_ids, pairs):
+        if len(c) != len(k):  # a generator bug, never the user's input
+            raise AssertionError(f"clean and corrupted prompts differ in length: {p.clean!r} / {p.corrupted!r}")
+    candidates = extra.pop("candidates", None)
+    return TaskDataset(
+        task=task,
+        model_id=info.model_id,
+        seed=seed,
+        variant=extra.get("variant") or extra.get("corruption") or "default",
+        clean_prompts=[p.clean for p in pairs],
+        corrupted_prompts=[p.corrupted for p in pairs],
+        clean_ids=clean_ids,
+        corrupted_ids=corrupted_ids,
+        answers=torch.tensor([p.answers for p in pairs], dtype=torch.long),
+        answer_strings=[p.answer_strings for p in pairs],
+        candidates=None if candidates is None else torch.tensor(candidates, dtype=torch.long),
+        pad_id=tok.pad_id(),
+        notes=notes,
+        extra=extra,
+    )
+
+
+# --------------------------------------------------------------------------- summary table
+
+
+def summary(model, n: int = 100, seed: int = 0, tasks: Sequence[Task | str] | None = None, batch_size: int = 32):
+    """Per task: prompts, clean and corrupted metric (mean ± sd), fraction right, variant. A pandas DataFrame."""
+    import pandas as pd
+
+    rows = []
+    for task in tasks or list(Task):
+        dataset = make_dataset(task, model, n=n, seed=seed)
+        clean, corrupted = evaluate(model, dataset, batch_size=batch_size)
+        rows.append({
+            "task": TASK_TITLES[dataset.task],
+            "prompts": len(dataset),
+            "metric": "probability difference" if dataset.task is Task.GREATER_THAN else "logit difference",
+            "clean (mean ± sd)": f"{clean.mean():.2f} ± {clean.std():.2f}",
+            "corrupted (mean ± sd)": f"{corrupted.mean():.2f} ± {corrupted.std():.2f}",
+            "clean right": f"{(clean > 0).float().mean():.0%}",
+            "corrupted right": f"{(corrupted > 0).float().mean():.0%}",
+            "variant": dataset.variant,
+        })
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ig_ap.models import EMBEDDED, ModelUnavailableError, UnknownModelError, load_model
+
+    parser = argparse.ArgumentParser(prog="python -m ig_ap.tasks", description="The tasks' metrics on a model.")
+    parser.add_argument("--model", default=EMBEDDED)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--tasks", nargs="*", default=None, help="subset of: " + " ".join(t.value for t in Task))
+    args = parser.parse_args(argv)
+    try:
+        tasks = [Task.parse(t) for t in args.tasks] if args.tasks else None
+        model = load_model(args.model, device=args.device)
+        table = summary(model, n=args.n, seed=args.seed, tasks=tasks)
+    except (TaskError, UnknownModelError, ModelUnavailableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"model {model_info(model).model_id}, seed {args.seed}; 'right' = metric > 0")
+    print(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
+    return 0
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
