@@ -608,7 +608,11 @@ def make_dataset(task: Task | str, model, n: int = 100, seed: int = 0, **options
 
 
 def summary(model, n: int = 100, seed: int = 0, tasks: Sequence[Task | str] | None = None, batch_size: int = 32):
-    """Per task: prompts, clean and corrupted metric (mean ± sd), fraction right, variant. A pandas DataFrame."""
+    """Per task: prompts, clean and corrupted metric (mean, sd), fraction of prompts right (metric > 0), variant.
+
+    Returns a pandas DataFrame indexed by task title, with numeric columns; :func:`format_summary`
+    turns it into the table the README and the book show.
+    """
     import pandas as pd
 
     rows = []
@@ -619,13 +623,30 @@ def summary(model, n: int = 100, seed: int = 0, tasks: Sequence[Task | str] | No
             "task": TASK_TITLES[dataset.task],
             "prompts": len(dataset),
             "metric": "probability difference" if dataset.task is Task.GREATER_THAN else "logit difference",
-            "clean (mean ± sd)": f"{clean.mean():.2f} ± {clean.std():.2f}",
-            "corrupted (mean ± sd)": f"{corrupted.mean():.2f} ± {corrupted.std():.2f}",
-            "clean right": f"{(clean > 0).float().mean():.0%}",
-            "corrupted right": f"{(corrupted > 0).float().mean():.0%}",
+            "clean mean": clean.mean().item(),
+            "clean sd": clean.std().item(),
+            "corrupted mean": corrupted.mean().item(),
+            "corrupted sd": corrupted.std().item(),
+            "clean right": (clean > 0).float().mean().item(),
+            "corrupted right": (corrupted > 0).float().mean().item(),
             "variant": dataset.variant,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("task")
+
+
+def format_summary(table):
+    """The summary as display strings: 'mean ± sd' and percentages."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "prompts": table["prompts"],
+        "metric": table["metric"],
+        "clean (mean ± sd)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(table["clean mean"], table["clean sd"])],
+        "corrupted (mean ± sd)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(table["corrupted mean"], table["corrupted sd"])],
+        "clean right": [f"{x:.0%}" for x in table["clean right"]],
+        "corrupted right": [f"{x:.0%}" for x in table["corrupted right"]],
+        "variant": table["variant"],
+    }, index=table.index)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -646,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"model {model_info(model).model_id}, seed {args.seed}; 'right' = metric > 0")
-    print(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
+    shown = format_summary(table)
+    print(shown.to_markdown() if _has_tabulate() else shown.to_string())
     return 0
 
 

@@ -227,3 +227,17 @@ def test_batches_cover_the_dataset_and_share_the_prefix(tiny_gpt2):
     assert (batches[0].clean[:, first] != batches[0].corrupted[:, first]).any()
     with pytest.raises(TaskError, match="batch_size"):
         next(data.batches(0))
+
+
+def test_summary_and_cli(tiny_gpt2, capsys):
+    from ig_ap.tasks import format_summary, main, summary
+
+    table = summary(tiny_gpt2, n=8, seed=0)
+    assert list(table.index) == ["IOI", "Greater-Than", "Gender-Bias", "Capital-Country"]
+    assert (table["prompts"] == 8).all() and table["clean right"].between(0, 1).all()
+    assert format_summary(table)["clean (mean ± sd)"].str.contains("±").all()
+    assert main(["--model", "tiny-gpt2", "--n", "4", "--tasks", "ioi"]) == 0
+    assert "IOI" in capsys.readouterr().out
+    assert main(["--model", "tiny-gpt2", "--tasks", "sentiment"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown task 'sentiment'") and "\n" not in err
