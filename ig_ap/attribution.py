@@ -1,0 +1,116 @@
+"""The result every attribution kernel returns, and the conventions they share.
+
+Directions (named once, for every method):
+
+- ``"denoising"``: clean activations go into the corrupted run (tests sufficiency; finds
+  OR components). AP: the base run is the corrupted one. IG: baseline corrupted, input
+  clean.
+- ``"noising"``: corrupted activations go into the clean run (tests necessity; finds AND
+  components). AP: the base run is the clean one. IG: baseline clean, input corrupted.
+
+The original research notebooks called these "corrupt→clean" (denoising) and
+"clean→corrupt" (noising).
+
+Components: ``"heads"`` (each attention head's output, patched at ``hook_z`` at every
+position) and ``"neurons"`` (``mlp.hook_post`` of every MLP neuron at every position).
+Scores are per prompt: heads ``[prompt, layer, head]``, neurons ``[prompt, layer, d_mlp]``,
+in the metric's own units (:meth:`Attribution.normalized` divides by
+metric(clean) − metric(corrupted), prompt by prompt). Neurons not computed (a subset was
+asked for) are NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+DIRECTIONS = ("denoising", "noising")
+COMPONENTS = ("heads", "neurons")
+
+
+class AttributionError(ValueError):
+    """Arguments an attribution kernel cannot work with."""
+
+
+def check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise AttributionError(
+            f"unknown direction {direction!r}; use 'denoising' (clean into corrupted, the old 'corrupt→clean') "
+            f"or 'noising' (corrupted into clean, the old 'clean→corrupt')"
+        )
+    return direction
+
+
+def check_components(components: str | Sequence[str]) -> tuple[str, ...]:
+    components = (components,) if isinstance(components, str) else tuple(components)
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or not components:
+        raise AttributionError(f"unknown component kind(s) {unknown or components}; use 'heads' and/or 'neurons'")
+    return components
+
+
+def check_batch(batch) -> None:
+    if batch.clean.shape != batch.corrupted.shape:
+        raise AttributionError(
+            f"clean and corrupted prompts differ in shape {tuple(batch.clean.shape)} vs "
+            f"{tuple(batch.corrupted.shape)}; each pair must tokenize to the same length"
+        )
+
+
+@dataclass
+class Attribution:
+    """Per-prompt scores of every head and neuron, with what produced them."""
+
+    method: str  # "activation_patching", "integrated_gradients", "attribution_patching"
+    direction: str
+    heads: Float[Tensor, "prompt layer head"] | None
+    neurons: Float[Tensor, "prompt layer neuron"] | None
+    clean_metric: Float[Tensor, "prompt"]
+    corrupted_metric: Float[Tensor, "prompt"]
+    meta: dict[str, Any] = field(default_factory=dict)
+    # IG only: per layer, F(input) − F(baseline) along the path and |sum of attributions − it|
+    completeness: dict[str, dict[str, Tensor]] | None = None
+    # IG only: attribution accumulated over segments of alpha, [prompt, layer, component, segment]
+    path_profile: dict[str, Tensor] | None = None
+    seconds: float = 0.0
+
+    def __getitem__(self, kind: str) -> Tensor:
+        value = getattr(self, check_components(kind)[0])
+        if value is None:
+            raise KeyError(f"this attribution has no {kind}")
+        return value
+
+    @property
+    def n_prompts(self) -> int:
+        return self.clean_metric.shape[0]
+
+    @property
+    def denominator(self) -> Float[Tensor, "prompt"]:
+        """metric(clean) − metric(corrupted) per prompt."""
+        return self.clean_metric - self.corrupted_metric
+
+    def normalized(self) -> "Attribution":
+        """Scores divided by metric(clean) − metric(corrupted) of their prompt (DESIGN's AP score)."""
+        d = self.denominator[:, None, None]
+        return replace(
+            self,
+            heads=None if self.heads is None else self.heads / d,
+            neurons=None if self.neurons is None else self.neurons / d,
+            meta={**self.meta, "normalized": True},
+        )
+
+    def mean(self, kind: str) -> Tensor:
+        """Mean over prompts ``[layer, component]`` (NaN where not computed)."""
+        return self[kind].mean(dim=0)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(getattr(self, k).shape)}" for k in COMPONENTS if getattr(self, k) is not None)
+        return f"Attribution({self.method}, {self.direction}, {shapes}, {self.seconds:.1f} s)"
+
+
+def empty_scores(n_prompts: int, n_layers: int, n_components: int, fill: float = 0.0) -> Tensor:
+    return torch.full((n_prompts, n_layers, n_components), fill, dtype=torch.float32)

@@ -1,0 +1,151 @@
+"""Re-run the upper layers of a model from a recorded forward pass, on a widened batch.
+
+Every attribution kernel asks the same question many times: what does the metric become
+when one layer's activation is changed (a component patched, or a point on the IG path)?
+Everything *below* that layer is the same in all those runs, so it is computed once.
+:func:`trace` runs the model once on a batch and records what each block received (its
+input residual stream and the keyword arguments the Hugging Face layer gets: attention
+mask, rotary position embeddings, ...). :func:`run_from` then calls the blocks from a
+given layer up, on a batch widened to ``copies × prompts`` rows (row ``c * P + p`` is copy
+``c`` of prompt ``p``), with hooks firing as in a normal forward pass, and returns the
+logits at each prompt's last token only (the unembedding of the other positions is never
+needed by a metric).
+
+Both go through the bridge's own block modules, so every hook point
+(``blocks.L.attn.hook_z``, ``blocks.L.mlp.hook_post``, ...) fires exactly as in
+``model(tokens)``, and the numbers equal a full forward pass (checked in the tests).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ig_ap.tasks import Batch
+
+Hook = tuple[str, Callable]
+
+
+@dataclass
+class Trace:
+    """What each block received during one forward pass of ``tokens`` (no gradients kept)."""
+
+    tokens: Int[Tensor, "prompt pos"]
+    block_inputs: list[tuple[tuple, dict]]  # per layer: (args, kwargs) of the block call
+    cache: dict[str, Tensor]  # the activations asked for, by hook name
+    final: Float[Tensor, "prompt vocab"]  # logits at each prompt's last token
+
+    @property
+    def n_prompts(self) -> int:
+        return self.tokens.shape[0]
+
+    def resid_pre(self, layer: int) -> Float[Tensor, "prompt pos d_model"]:
+        return self.block_inputs[layer][0][0]
+
+
+def _is_cache(value: Any) -> bool:
+    return hasattr(value, "get_seq_length")  # a transformers Cache object
+
+
+@torch.no_grad()
+def trace(model, tokens: Int[Tensor, "prompt pos"], last: Int[Tensor, "prompt"], names: Sequence[str] = ()) -> Trace:
+    """Run ``model`` on ``tokens`` once, recording every block's inputs and the activations ``names``."""
+    block_inputs: list = [None] * len(model.blocks)
+
+    def record(_module, args, kwargs, layer):
+        block_inputs[layer] = (tuple(args), dict(kwargs))
+
+    handles = [
+        block.register_forward_pre_hook(functools.partial(record, layer=i), with_kwargs=True)
+        for i, block in enumerate(model.blocks)
+    ]
+    cache: dict[str, Tensor] = {}
+
+    def keep(tensor, hook, name):  # bind the name: hook.name is the underlying module's name
+        cache[name] = tensor.detach().clone()
+        return tensor
+
+    try:
+        with model.hooks(fwd_hooks=[(n, functools.partial(keep, name=n)) for n in names]):
+            logits = model(tokens, return_type="logits")
+    finally:
+        for handle in handles:
+            handle.remove()
+    final = logits[torch.arange(tokens.shape[0], device=logits.device), last.to(logits.device)]
+    return Trace(tokens=tokens, block_inputs=block_inputs, cache=cache, final=final)
+
+
+def _widen(value: Any, n_prompts: int, copies: int) -> Any:
+    """Repeat the batch dimension of a recorded block argument for ``copies`` copies of the batch."""
+    if _is_cache(value):
+        return None  # no key/value cache: the blocks see the whole sequence
+    if torch.is_tensor(value):
+        if copies > 1 and value.dim() > 0 and value.shape[0] == n_prompts and n_prompts > 1:
+            return value.repeat(copies, *([1] * (value.dim() - 1)))
+        return value
+    if isinstance(value, tuple):
+        return tuple(_widen(v, n_prompts, copies) for v in value)
+    if isinstance(value, list):
+        return [_widen(v, n_prompts, copies) for v in value]
+    if isinstance(value, dict):
+        return {k: _widen(v, n_prompts, copies) for k, v in value.items()}
+    return value
+
+
+def run_from(
+    model,
+    trace: Trace,
+    layer: int,
+    copies: int,
+    fwd_hooks: Sequence[Hook] = (),
+    last: Int[Tensor, "prompt"] | None = None,
+    hidden: Float[Tensor, "row pos d_model"] | None = None,
+) -> Float[Tensor, "row vocab"]:
+    """Run blocks ``layer`` … end on ``copies`` copies of the traced batch; logits at each row's last token.
+
+    ``hidden`` replaces the traced input of block ``layer`` (by default it is the traced
+    residual stream, repeated). Gradients flow when the caller enables them.
+    """
+    n_prompts = trace.n_prompts
+    if hidden is None:
+        resid = trace.resid_pre(layer)
+        hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
+    widened = {l: (_widen(trace.block_inputs[l][0][1:], n_prompts, copies), _widen(trace.block_inputs[l][1], n_prompts, copies))
+               for l in range(layer, len(model.blocks))}
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        x = hidden
+        for l in range(layer, len(model.blocks)):
+            args, kwargs = widened[l]
+            if "use_cache" in kwargs:
+                kwargs = {**kwargs, "use_cache": False}
+            out = model.blocks[l](x, *args, **kwargs)
+            x = out[0] if isinstance(out, tuple) else out
+        if last is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            x = x[rows, last.to(x.device).repeat(copies)][:, None]
+        return model.unembed(model.ln_final(x))[:, -1] if last is not None else model.unembed(model.ln_final(x))
+
+
+def rows_batch(batch: Batch, copies: int) -> Batch:
+    """``batch`` repeated ``copies`` times (row ``c * P + p``), read at position 0 of last-token logits."""
+    rep = lambda t: t.repeat(copies, *([1] * (t.dim() - 1)))  # noqa: E731
+    return replace(batch, clean=rep(batch.clean[:, :1]), corrupted=rep(batch.corrupted[:, :1]),
+                   answers=rep(batch.answers), last=torch.zeros(len(batch) * copies, dtype=torch.long, device=batch.last.device))
+
+
+def metric_rows(metric: Callable, final: Float[Tensor, "row vocab"], batch: Batch, copies: int) -> Float[Tensor, "row"]:
+    """Apply a task metric to last-token logits of ``copies × prompts`` rows."""
+    return metric(final[:, None, :], rows_batch(batch, copies))
+
+
+def rows_per_pass(model, n_positions: int, n_layers: int, grad: bool, memory_mb: float) -> int:
+    """How many rows (prompt × component or prompt × step) fit a pass within ``memory_mb`` (a rough bound)."""
+    cfg = model.cfg
+    per_layer = n_positions * (4 * cfg.d_model + 2 * cfg.d_mlp + 3 * cfg.n_heads * (n_positions + cfg.d_head))
+    per_row = 4 * per_layer * (n_layers if grad else 2) + 4 * cfg.d_vocab
+    return max(1, int(memory_mb * 2**20 // per_row))
