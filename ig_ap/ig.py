@@ -51,7 +51,7 @@ METHODS = ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right", "
 
 
 def quadrature(n_steps: int, method: str = "gausslegendre") -> tuple[Float[Tensor, "step"], Float[Tensor, "step"]]:
-    """Nodes ``alpha`` in [0, 1] and weights summing to 1, as Captum computes them."""
+    """Nodes ``alpha`` in [0, 1] and weights summing to 1, as Captum computes them (but the trapezoid's weights)."""
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise AttributionError(f"n_steps must be a positive int, got {n_steps!r}")
     if method == "gausslegendre":
@@ -62,8 +62,11 @@ def quadrature(n_steps: int, method: str = "gausslegendre") -> tuple[Float[Tenso
     n = n_steps
     weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
     if method == "riemann_trapezoid":
+        # The trapezoid rule on n nodes spaced 1/(n-1). (Captum weights them 1/n, which sums
+        # to 1 - 1/n and breaks completeness; the other rules are Captum's exactly.)
         if n < 2:
             raise AttributionError("riemann_trapezoid needs n_steps >= 2")
+        weights = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
         weights[0] /= 2
         weights[-1] /= 2
         alphas = torch.linspace(0, 1, n)

@@ -1,0 +1,200 @@
+"""The attribution kernels against their references.
+
+- AP heads: TransformerLens's own ``get_act_patch_attn_head_out_all_pos``.
+- AP neurons: one neuron patched per forward pass with ``run_with_hooks``.
+- IG: Captum's ``LayerIntegratedGradients`` on the same hook point, steps and method;
+  completeness; exact negation when input and baseline swap in the same context.
+- AtP: IG with one left-Riemann step in the baseline context.
+All on the tiny random models, several seeds, both directions.
+"""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from captum.attr import LayerIntegratedGradients
+from transformer_lens import patching as tl_patching
+
+from ig_ap.atp import attribution_patching
+from ig_ap.attribution import AttributionError
+from ig_ap.ig import integrated_gradients, quadrature
+from ig_ap.models import load_model
+from ig_ap.patching import activation_patching, top_neurons
+from ig_ap.tasks import make_dataset
+
+SEEDS = [0, 1]
+DIRECTIONS = ["denoising", "noising"]
+
+
+@pytest.fixture(scope="module", params=[(n, s) for n in ("tiny-gpt2", "tiny-llama") for s in SEEDS], ids=lambda p: f"{p[0]}-s{p[1]}")
+def setup(request):
+    name, seed = request.param
+    model = load_model(name, seed=seed)
+    batch = make_dataset("ioi", model, n=4, seed=seed).batch()
+    assert len(set(batch.last.tolist())) > 1 or seed, "want prompts of different lengths"
+    return model, batch
+
+
+def _base_and_source(batch, direction):
+    return (batch.corrupted, batch.clean) if direction == "denoising" else (batch.clean, batch.corrupted)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_ap_heads_equal_transformer_lens_patching(setup, direction):
+    model, batch = setup
+    ours = activation_patching(model, batch, direction=direction, components="heads", progress=False, internal_batch_size=8)
+    base, source = _base_and_source(batch, direction)
+    for p in range(len(batch)):  # TransformerLens's metric is a scalar: one unpadded prompt at a time
+        one, n = batch.select([p]), int(batch.last[p]) + 1
+        _, cache = model.run_with_cache(source[p:p + 1, :n])
+        with torch.no_grad():
+            base_metric = one.metric(model(base[p:p + 1, :n], return_type="logits"), one)[0]
+        reference = tl_patching.get_act_patch_attn_head_out_all_pos(
+            model, base[p:p + 1, :n], cache, lambda logits: one.metric(logits, one)[0] - base_metric
+        )
+        torch.testing.assert_close(ours.heads[p], reference, rtol=0, atol=1e-5)
+    assert ours.heads.abs().max() > 1e-2  # the heads matter in these random models
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_ap_neurons_equal_one_neuron_per_pass(setup, direction):
+    model, batch = setup
+    info = model.ig_ap_info
+    ours = activation_patching(model, batch, direction=direction, components="neurons", progress=False)
+    base, source = _base_and_source(batch, direction)
+    _, cache = model.run_with_cache(source)
+    with torch.no_grad():
+        base_metric = batch.metric(model(base, return_type="logits"), batch)
+        for layer in range(info.n_layers):
+            name = f"blocks.{layer}.mlp.hook_post"
+            for neuron in torch.randperm(info.d_mlp, generator=torch.Generator().manual_seed(layer))[:6].tolist():
+                def patch(act, hook, neuron=neuron, name=name):
+                    act = act.clone()
+                    act[:, :, neuron] = cache[name][:, :, neuron]
+                    return act
+                logits = model.run_with_hooks(base, fwd_hooks=[(name, patch)], return_type="logits")
+                expected = batch.metric(logits, batch) - base_metric
+                torch.testing.assert_close(ours.neurons[:, layer, neuron], expected, rtol=0, atol=1e-5)
+
+
+def test_ap_is_the_same_batched_and_one_prompt_at_a_time(tiny_llama):
+    batch = make_dataset("capital_country", tiny_llama, n=5, seed=0).batch()
+    assert len(set(batch.last.tolist())) > 1
+    together = activation_patching(tiny_llama, batch, progress=False)
+    for p in range(len(batch)):
+        n = int(batch.last[p]) + 1
+        one = batch.select([p])
+        one = replace(one, clean=one.clean[:, :n], corrupted=one.corrupted[:, :n])
+        alone = activation_patching(tiny_llama, one, progress=False)
+        torch.testing.assert_close(together.heads[p], alone.heads[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(together.neurons[p], alone.neurons[0], rtol=0, atol=1e-5)
+
+
+def test_ap_chunking_and_neuron_subsets(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
+    full = activation_patching(tiny_gpt2, batch, progress=False, internal_batch_size=3)
+    wide = activation_patching(tiny_gpt2, batch, progress=False, internal_batch_size=10_000)
+    torch.testing.assert_close(full.neurons, wide.neurons, rtol=0, atol=1e-5)
+    chosen = top_neurons(full.neurons, 5)
+    subset = activation_patching(tiny_gpt2, batch, components="neurons", neurons=chosen, progress=False)
+    for layer in range(chosen.shape[0]):
+        torch.testing.assert_close(subset.neurons[:, layer, chosen[layer]], full.neurons[:, layer, chosen[layer]], rtol=0, atol=1e-5)
+    assert subset.neurons.isnan().sum() == len(batch) * chosen.shape[0] * (subset.neurons.shape[2] - 5)
+    normalized = full.normalized()
+    torch.testing.assert_close(normalized.heads * full.denominator[:, None, None], full.heads)
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_middle"])
+def test_ig_equals_captum_layer_integrated_gradients(setup, method):
+    model, batch = setup
+    info = model.ig_ap_info
+    ours = integrated_gradients(model, batch, direction="denoising", n_steps=12, method=method, progress=False, internal_batch_size=20)
+
+    def forward(tokens, answers, last):
+        return batch.metric(model(tokens, return_type="logits"), replace(batch, answers=answers, last=last))
+
+    for layer in range(info.n_layers):
+        for kind, module in (("heads", model.blocks[layer].attn.hook_z), ("neurons", model.blocks[layer].mlp.hook_post)):
+            lig = LayerIntegratedGradients(forward, module)
+            raw = lig.attribute(batch.clean, baselines=batch.corrupted, additional_forward_args=(batch.answers, batch.last),
+                                n_steps=12, method=method)
+            # The bridge's raw hook_z tensor is [prompt, pos, head * d_head].
+            reference = raw.reshape(*raw.shape[:2], info.n_heads, -1).sum(dim=(1, 3)) if kind == "heads" else raw.sum(dim=1)
+            mine = ours.heads[:, layer] if kind == "heads" else ours.neurons[:, layer]
+            assert (mine - reference).abs().max() <= 1e-5 * reference.abs().max() + 1e-7, (layer, kind)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_ig_completeness_at_64_gauss_legendre_steps(setup, direction):
+    model, batch = setup
+    result = integrated_gradients(model, batch, direction=direction, n_steps=64, progress=False)
+    for kind in ("heads", "neurons"):
+        check = result.completeness[kind]
+        assert check["relative"].max() < 1e-3, kind
+        total = result[kind].sum(dim=2)
+        torch.testing.assert_close(total, check["target"], rtol=0, atol=2e-3 * result.denominator.abs().max().item())
+        # the path profile splits each attribution over alpha without losing any of it
+        torch.testing.assert_close(result.path_profile[kind].sum(-1), result[kind], rtol=1e-4, atol=1e-5)
+    # In the input context the layer at its input value is the input run itself.
+    assert result.completeness["heads"]["target"].abs().max() > 1e-3
+
+
+def test_ig_swapped_in_the_same_context_is_exactly_negated(setup):
+    model, batch = setup
+    # denoising in its input context (clean run) and noising in its baseline context (clean run):
+    # the same context, input and baseline swapped.
+    forward = integrated_gradients(model, batch, direction="denoising", n_steps=10, context="input", progress=False)
+    backward = integrated_gradients(model, batch, direction="noising", n_steps=10, context="baseline", progress=False)
+    for kind in ("heads", "neurons"):
+        torch.testing.assert_close(backward[kind], -forward[kind], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_atp_equals_ig_with_one_step_in_the_base_run(setup, direction):
+    model, batch = setup
+    atp = attribution_patching(model, batch, direction=direction)
+    ig = integrated_gradients(model, batch, direction=direction, n_steps=1, method="riemann_left", context="baseline", progress=False)
+    for kind in ("heads", "neurons"):
+        torch.testing.assert_close(atp[kind], ig[kind], rtol=1e-5, atol=1e-6)
+    ap = activation_patching(model, batch, direction=direction, components="heads", progress=False)
+    torch.testing.assert_close(atp.clean_metric, ap.clean_metric, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(atp.corrupted_metric, ap.corrupted_metric, rtol=1e-5, atol=1e-5)
+
+
+def test_ig_zero_baseline_and_layers_subset(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
+    zero = integrated_gradients(tiny_gpt2, batch, baseline="zero", layers=[1], n_steps=32, progress=False)
+    assert (zero.heads[:, 0] == 0).all() and (zero.heads[:, 1] != 0).any()
+    assert zero.completeness["neurons"]["relative"][:, 1].max() < 1e-2
+    assert zero.meta["baseline"] == "zero"
+
+
+def test_quadrature_matches_captum():
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    for method in ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right", "riemann_trapezoid"):
+        step_sizes, alphas = approximation_parameters(method)
+        a, w = quadrature(7, method)
+        torch.testing.assert_close(a, torch.tensor(alphas(7), dtype=torch.float64), rtol=0, atol=1e-7)
+        if method != "riemann_trapezoid":  # Captum's trapezoid weights sum to 1 - 1/n; ours are the rule's
+            torch.testing.assert_close(w, torch.tensor(step_sizes(7), dtype=torch.float64), rtol=0, atol=1e-7)
+        assert abs(float(w.sum()) - 1) < 1e-12
+        # exact for polynomials of the rule's degree: the integral of 3 a^2 over [0, 1] is 1
+        if method == "gausslegendre":
+            assert abs(float((w * 3 * a**2).sum()) - 1) < 1e-12
+
+
+def test_bad_arguments_get_one_clear_line(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=2, seed=0).batch()
+    cases = [
+        (lambda: activation_patching(tiny_gpt2, batch, direction="backwards"), "unknown direction 'backwards'"),
+        (lambda: activation_patching(tiny_gpt2, batch, components="mlp"), "unknown component kind"),
+        (lambda: integrated_gradients(tiny_gpt2, batch, n_steps=0), "n_steps must be a positive int"),
+        (lambda: integrated_gradients(tiny_gpt2, batch, method="simpson"), "unknown IG method 'simpson'"),
+        (lambda: integrated_gradients(tiny_gpt2, batch, baseline="mean"), "baseline must be"),
+        (lambda: attribution_patching(tiny_gpt2, replace(batch, corrupted=batch.corrupted[:, :-1])), "differ in shape"),
+    ]
+    for call, message in cases:
+        with pytest.raises(AttributionError, match=message) as err:
+            call()
+        assert "\n" not in str(err.value)
