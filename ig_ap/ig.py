@@ -21,7 +21,9 @@ convention of Captum's ``LayerIntegratedGradients`` with ``inputs=`` the input p
 (``context="baseline"``). In the baseline context, IG estimates activation patching in
 the same direction, and with one left-Riemann step it *is* attribution patching.
 
-Speed: the layers below the integrated one are computed once (:mod:`ig_ap.replay`); all
+Speed: the layers below the integrated one are computed once (:mod:`ig_ap.replay`), and
+so are the positions before the first difference of clean and corrupted (where input
+and baseline agree: they carry no attribution), through a key/value cache; all
 ``n_steps`` points of the path go through one batched forward and backward pass (rows
 ``step × prompt``, chunked to ``internal_batch_size`` / ``memory_mb``); the unembedding
 is computed at each prompt's last token only. Quadrature: Gauss-Legendre (default) or the
@@ -98,6 +100,7 @@ def integrated_gradients(
     segments: int = 4,
     internal_batch_size: int | None = None,
     memory_mb: float = 1024,
+    share_prefix: bool = True,
     device: str | None = None,
     progress: bool = True,
     meta: dict | None = None,
@@ -116,6 +119,9 @@ def integrated_gradients(
         layers: layers to attribute (all by default).
         segments: the path profile splits alpha in this many equal segments.
         internal_batch_size: rows (step × prompt) per pass; by default what fits ``memory_mb``.
+        share_prefix: run the positions before the first difference of clean and corrupted
+            once (their input and baseline agree, so they carry no attribution); not with
+            ``baseline="zero"``.
 
     Returns:
         :class:`~ig_ap.attribution.Attribution`; ``completeness[kind]`` holds per ``[prompt,
@@ -144,8 +150,9 @@ def integrated_gradients(
     input_tokens, baseline_tokens = (batch.clean, batch.corrupted) if direction == "denoising" else (batch.corrupted, batch.clean)
     names = [(HEAD_HOOK if k == "heads" else NEURON_HOOK).format(l) for l in layers for k in components]
 
-    input_run = trace(model, input_tokens, batch.last, names)
-    baseline_run = trace(model, baseline_tokens, batch.last, names if baseline == "other" else ())
+    prefix = batch.first_difference() if share_prefix and baseline == "other" else 0
+    input_run = trace(model, input_tokens, batch.last, names, prefix=prefix)
+    baseline_run = trace(model, baseline_tokens, batch.last, names if baseline == "other" else (), prefix=prefix)
     clean_run, corrupted_run = (input_run, baseline_run) if direction == "denoising" else (baseline_run, input_run)
     clean_metric = metric(clean_run.final[:, None], _at_zero(batch)).detach()
     corrupted_metric = metric(corrupted_run.final[:, None], _at_zero(batch)).detach()
@@ -160,7 +167,7 @@ def integrated_gradients(
 
     bar = tqdm(total=len(layers) * len(components) * n_steps, desc=f"IG {direction}", unit="step", disable=not progress)
     for layer in layers:
-        rows = internal_batch_size or rows_per_pass(model, batch.clean.shape[1], info.n_layers - layer, True, memory_mb)
+        rows = internal_batch_size or rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, True, memory_mb)
         steps_per_pass = max(1, rows // P)
         for kind in components:
             hook_name = (HEAD_HOOK if kind == "heads" else NEURON_HOOK).format(layer)
@@ -208,7 +215,8 @@ def integrated_gradients(
         clean_metric=clean_metric.float().cpu(),
         corrupted_metric=corrupted_metric.float().cpu(),
         meta={"model": info.model_id, "n_steps": n_steps, "method": method, "baseline": baseline,
-              "context": context, "layers": layers, "n_prompts": P, "segments": segments, **(meta or {})},
+              "context": context, "layers": layers, "n_prompts": P, "segments": segments,
+              "shared_prefix": prefix, **(meta or {})},
         completeness=complete,
         path_profile=profile,
         seconds=time.perf_counter() - started,

@@ -14,6 +14,10 @@ It is exact (the tests compare it with TransformerLens's
   not once per component;
 - one pass patches many components: the batch carries ``component × prompt`` rows, and
   row ``c * P + p`` has component ``c`` patched on prompt ``p``;
+- positions before the first one where clean and corrupted differ have the same
+  activations in both runs, so patching them is a no-op: they are run once, and the
+  patched passes see only the positions after them, reading the prefix's keys and values
+  from a cache (``share_prefix``);
 - the unembedding is computed at each prompt's last token only;
 - the number of rows per pass is ``internal_batch_size``, by default what fits
   ``memory_mb``;
@@ -83,6 +87,7 @@ def activation_patching(
     neurons=None,
     internal_batch_size: int | None = None,
     memory_mb: float = 1024,
+    share_prefix: bool = True,
     device: str | None = None,
     progress: bool = True,
     meta: dict | None = None,
@@ -99,6 +104,8 @@ def activation_patching(
         neurons: a subset of neurons per layer (see :func:`resolve_neurons`); the rest are NaN.
         internal_batch_size: rows (component × prompt) per forward pass; by default what
             fits ``memory_mb``.
+        share_prefix: run the positions before the first one where clean and corrupted
+            differ once, through a key/value cache (patching them is a no-op).
         device: where to compute (the model's device by default).
 
     Returns:
@@ -119,9 +126,10 @@ def activation_patching(
     names += [NEURON_HOOK.format(l) for l in layers if "neurons" in components]
     P = len(batch)
 
+    prefix = batch.first_difference() if share_prefix else 0
     with torch.no_grad():
-        source = trace(model, source_tokens, batch.last, names)
-        base = trace(model, base_tokens, batch.last)
+        source = trace(model, source_tokens, batch.last, names, prefix=prefix)
+        base = trace(model, base_tokens, batch.last, prefix=prefix)
         base_metric = metric(base.final[:, None], _at_zero(batch))
         source_metric = metric(source.final[:, None], _at_zero(batch))
         clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoising" else (base_metric, source_metric)
@@ -137,7 +145,7 @@ def activation_patching(
         total = sum(len(idx) for _, _, idx in jobs)
         bar = tqdm(total=total, desc=f"AP {direction}", unit="component", disable=not progress)
         for kind, layer, indices in jobs:
-            rows = internal_batch_size or rows_per_pass(model, batch.clean.shape[1], info.n_layers - layer, False, memory_mb)
+            rows = internal_batch_size or rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, False, memory_mb)
             per_pass = max(1, rows // P)
             hook_name = (HEAD_HOOK if kind == "heads" else NEURON_HOOK).format(layer)
             for start in range(0, len(indices), per_pass):
@@ -157,7 +165,7 @@ def activation_patching(
         neurons=neuron_scores,
         clean_metric=clean_metric.float().cpu(),
         corrupted_metric=corrupted_metric.float().cpu(),
-        meta={"model": info.model_id, "layers": layers, "n_prompts": P,
+        meta={"model": info.model_id, "layers": layers, "n_prompts": P, "shared_prefix": prefix,
               "neurons": "all" if neurons is None else "subset", **(meta or {})},
         seconds=time.perf_counter() - started,
     )

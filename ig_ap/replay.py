@@ -33,12 +33,19 @@ Hook = tuple[str, Callable]
 
 @dataclass
 class Trace:
-    """What each block received during one forward pass of ``tokens`` (no gradients kept)."""
+    """What each block received during one forward pass of ``tokens`` (no gradients kept).
+
+    With ``prefix > 0`` the first ``prefix`` positions were run once with a key/value cache
+    and everything recorded (block inputs, activations) covers the positions from
+    ``prefix`` on only; ``prefix_kv`` holds each layer's keys and values of the prefix.
+    """
 
     tokens: Int[Tensor, "prompt pos"]
     block_inputs: list[tuple[tuple, dict]]  # per layer: (args, kwargs) of the block call
-    cache: dict[str, Tensor]  # the activations asked for, by hook name
+    cache: dict[str, Tensor]  # the activations asked for, by hook name (positions prefix…)
     final: Float[Tensor, "prompt vocab"]  # logits at each prompt's last token
+    prefix: int = 0
+    prefix_kv: list[tuple[Tensor, Tensor]] | None = None
 
     @property
     def n_prompts(self) -> int:
@@ -52,9 +59,42 @@ def _is_cache(value: Any) -> bool:
     return hasattr(value, "get_seq_length")  # a transformers Cache object
 
 
+class PrefixCache:
+    """A key/value cache holding a shared prefix, repeated for ``copies`` copies of the batch.
+
+    Blocks call ``update(keys, values, layer)`` with the keys and values of the positions
+    they compute; they get back the prefix's prepended. Nothing is stored, so one object
+    serves any number of passes.
+    """
+
+    def __init__(self, prefix_kv: list[tuple[Tensor, Tensor]], copies: int, layers: Sequence[int]):
+        rep = lambda t: t.repeat(copies, *([1] * (t.dim() - 1))) if copies > 1 else t  # noqa: E731
+        self.kv = {l: (rep(prefix_kv[l][0]), rep(prefix_kv[l][1])) for l in layers}
+        self.length = prefix_kv[0][0].shape[-2]
+
+    def update(self, keys, values, layer_idx, *args, **kwargs):
+        k, v = self.kv[layer_idx]
+        return torch.cat([k.to(keys.dtype), keys], dim=-2), torch.cat([v.to(values.dtype), values], dim=-2)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+
 @torch.no_grad()
-def trace(model, tokens: Int[Tensor, "prompt pos"], last: Int[Tensor, "prompt"], names: Sequence[str] = ()) -> Trace:
-    """Run ``model`` on ``tokens`` once, recording every block's inputs and the activations ``names``."""
+def trace(
+    model,
+    tokens: Int[Tensor, "prompt pos"],
+    last: Int[Tensor, "prompt"],
+    names: Sequence[str] = (),
+    prefix: int = 0,
+) -> Trace:
+    """Run ``model`` on ``tokens`` once, recording every block's inputs and the activations ``names``.
+
+    ``prefix``: run the first ``prefix`` positions once through a key/value cache and record
+    only the positions after it (see :class:`Trace`). ``last`` must lie at or after ``prefix``.
+    """
+    if prefix and int(last.min()) < prefix:
+        raise ValueError(f"prefix {prefix} reaches past a prompt's last token ({int(last.min())})")
     block_inputs: list = [None] * len(model.blocks)
 
     def record(_module, args, kwargs, layer):
@@ -70,30 +110,43 @@ def trace(model, tokens: Int[Tensor, "prompt pos"], last: Int[Tensor, "prompt"],
         cache[name] = tensor.detach().clone()
         return tensor
 
+    prefix_kv = None
     try:
-        with model.hooks(fwd_hooks=[(n, functools.partial(keep, name=n)) for n in names]):
-            logits = model(tokens, return_type="logits")
+        if prefix:
+            for handle in handles:  # the prefix pass is not recorded
+                handle.remove()
+            _, kv_cache = model(tokens[:, :prefix], return_type="logits_and_cache")
+            prefix_kv = [(layer.keys.clone(), layer.values.clone()) for layer in kv_cache.layers]
+            handles = [
+                block.register_forward_pre_hook(functools.partial(record, layer=i), with_kwargs=True)
+                for i, block in enumerate(model.blocks)
+            ]
+            with model.hooks(fwd_hooks=[(n, functools.partial(keep, name=n)) for n in names]):
+                logits = model(tokens[:, prefix:], return_type="logits", past_key_values=kv_cache)
+        else:
+            with model.hooks(fwd_hooks=[(n, functools.partial(keep, name=n)) for n in names]):
+                logits = model(tokens, return_type="logits")
     finally:
         for handle in handles:
             handle.remove()
-    final = logits[torch.arange(tokens.shape[0], device=logits.device), last.to(logits.device)]
-    return Trace(tokens=tokens, block_inputs=block_inputs, cache=cache, final=final)
+    final = logits[torch.arange(tokens.shape[0], device=logits.device), (last - prefix).to(logits.device)]
+    return Trace(tokens=tokens, block_inputs=block_inputs, cache=cache, final=final, prefix=prefix, prefix_kv=prefix_kv)
 
 
-def _widen(value: Any, n_prompts: int, copies: int) -> Any:
+def _widen(value: Any, n_prompts: int, copies: int, kv: Any = None) -> Any:
     """Repeat the batch dimension of a recorded block argument for ``copies`` copies of the batch."""
     if _is_cache(value):
-        return None  # no key/value cache: the blocks see the whole sequence
+        return kv  # the prefix cache, or none: the blocks see the whole sequence
     if torch.is_tensor(value):
         if copies > 1 and value.dim() > 0 and value.shape[0] == n_prompts and n_prompts > 1:
             return value.repeat(copies, *([1] * (value.dim() - 1)))
         return value
     if isinstance(value, tuple):
-        return tuple(_widen(v, n_prompts, copies) for v in value)
+        return tuple(_widen(v, n_prompts, copies, kv) for v in value)
     if isinstance(value, list):
-        return [_widen(v, n_prompts, copies) for v in value]
+        return [_widen(v, n_prompts, copies, kv) for v in value]
     if isinstance(value, dict):
-        return {k: _widen(v, n_prompts, copies) for k, v in value.items()}
+        return {k: _widen(v, n_prompts, copies, kv) for k, v in value.items()}
     return value
 
 
@@ -109,14 +162,18 @@ def run_from(
     """Run blocks ``layer`` … end on ``copies`` copies of the traced batch; logits at each row's last token.
 
     ``hidden`` replaces the traced input of block ``layer`` (by default it is the traced
-    residual stream, repeated). Gradients flow when the caller enables them.
+    residual stream, repeated). With a traced prefix, only the positions after it are run
+    (hooks see those positions only) and ``last`` is still counted from position 0.
+    Gradients flow when the caller enables them.
     """
     n_prompts = trace.n_prompts
     if hidden is None:
         resid = trace.resid_pre(layer)
         hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
-    widened = {l: (_widen(trace.block_inputs[l][0][1:], n_prompts, copies), _widen(trace.block_inputs[l][1], n_prompts, copies))
-               for l in range(layer, len(model.blocks))}
+    layers = range(layer, len(model.blocks))
+    kv = PrefixCache(trace.prefix_kv, copies, layers) if trace.prefix else None
+    widened = {l: (_widen(trace.block_inputs[l][0][1:], n_prompts, copies, kv), _widen(trace.block_inputs[l][1], n_prompts, copies, kv))
+               for l in layers}
     with model.hooks(fwd_hooks=list(fwd_hooks)):
         x = hidden
         for l in range(layer, len(model.blocks)):
@@ -127,7 +184,7 @@ def run_from(
             x = out[0] if isinstance(out, tuple) else out
         if last is not None:
             rows = torch.arange(x.shape[0], device=x.device)
-            x = x[rows, last.to(x.device).repeat(copies)][:, None]
+            x = x[rows, (last - trace.prefix).to(x.device).repeat(copies)][:, None]
         return model.unembed(model.ln_final(x))[:, -1] if last is not None else model.unembed(model.ln_final(x))
 
 

@@ -94,7 +94,11 @@ def test_ap_chunking_and_neuron_subsets(tiny_gpt2):
     batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
     full = activation_patching(tiny_gpt2, batch, progress=False, internal_batch_size=3)
     wide = activation_patching(tiny_gpt2, batch, progress=False, internal_batch_size=10_000)
+    whole = activation_patching(tiny_gpt2, batch, progress=False, share_prefix=False)
+    assert full.meta["shared_prefix"] > 0 and whole.meta["shared_prefix"] == 0
     torch.testing.assert_close(full.neurons, wide.neurons, rtol=0, atol=1e-5)
+    torch.testing.assert_close(full.neurons, whole.neurons, rtol=0, atol=1e-5)
+    torch.testing.assert_close(full.heads, whole.heads, rtol=0, atol=1e-5)
     chosen = top_neurons(full.neurons, 5)
     subset = activation_patching(tiny_gpt2, batch, components="neurons", neurons=chosen, progress=False)
     for layer in range(chosen.shape[0]):
@@ -155,7 +159,7 @@ def test_atp_equals_ig_with_one_step_in_the_base_run(setup, direction):
     atp = attribution_patching(model, batch, direction=direction)
     ig = integrated_gradients(model, batch, direction=direction, n_steps=1, method="riemann_left", context="baseline", progress=False)
     for kind in ("heads", "neurons"):
-        torch.testing.assert_close(atp[kind], ig[kind], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(atp[kind], ig[kind], rtol=1e-5, atol=1e-5 * ig[kind].abs().max().item())
     ap = activation_patching(model, batch, direction=direction, components="heads", progress=False)
     torch.testing.assert_close(atp.clean_metric, ap.clean_metric, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(atp.corrupted_metric, ap.corrupted_metric, rtol=1e-5, atol=1e-5)
