@@ -12,7 +12,7 @@ On the embedded model (or ``--model``), one IOI batch, CPU by default:
 
 For each it prints the time, the ratio reference / ours, the floating-point work ours
 cannot avoid (the layers from the patched one up, the positions from the first one where
-clean and corrupted differ; forward ×3 for a forward and backward pass), the achieved
+clean and corrupted differ; ×2 for a forward and backward pass with frozen weights), the achieved
 GFLOP/s against the machine's measured matmul rate, and how close ours is to that floor.
 It also checks on the way that ours and the reference agree.
 
@@ -66,9 +66,13 @@ def layer_flops(info, rows: int, positions: int, context: int) -> float:
 
 
 def floor_flops(info, rows: int, positions: int, context: int, from_layer: int, backward: bool) -> float:
-    """FLOPs of running layers ``from_layer`` … end plus the unembedding at the last token."""
+    """FLOPs of running layers ``from_layer`` … end plus the unembedding at the last token.
+
+    A backward pass with frozen weights computes only the gradients of the activations,
+    about as much work as the forward pass: ×2 in all.
+    """
     work = (info.n_layers - from_layer) * layer_flops(info, rows, positions, context) + 2 * rows * info.d_model * info.d_vocab
-    return 3 * work if backward else work
+    return 2 * work if backward else work
 
 
 def timed(fn, device):
