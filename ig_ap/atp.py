@@ -23,9 +23,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ig_ap.attribution import Attribution, check_batch, check_components, check_direction, empty_scores
-from ig_ap.models import model_info
-from ig_ap.patching import HEAD_HOOK, NEURON_HOOK, _at_zero
+from ig_ap.attribution import Attribution, empty_scores, hook_name, prepare
+from ig_ap.patching import _at_zero
 from ig_ap.replay import trace
 from ig_ap.tasks import Batch
 
@@ -45,15 +44,10 @@ def attribution_patching(
     Arguments and result as :func:`ig_ap.patching.activation_patching`.
     """
     started = time.perf_counter()
-    direction = check_direction(direction)
-    components = check_components(components)
-    check_batch(batch)
-    info = model_info(model)
-    device = device or info.device
-    metric = metric or batch.metric
-    batch = batch.to(device)
-    base_tokens, source_tokens = (batch.corrupted, batch.clean) if direction == "denoising" else (batch.clean, batch.corrupted)
-    names = [(HEAD_HOOK if k == "heads" else NEURON_HOOK).format(l) for l in range(info.n_layers) for k in components]
+    setup = prepare(model, batch, metric, direction, components, device)
+    direction, components, info, device, metric, batch, _ = setup
+    base_tokens, source_tokens = setup.runs()
+    names = [hook_name(k, l) for l in range(info.n_layers) for k in components]
     source = trace(model, source_tokens, batch.last, names)
 
     kept: dict[str, torch.Tensor] = {}
@@ -82,7 +76,7 @@ def attribution_patching(
         size = info.n_heads if kind == "heads" else info.d_mlp
         out = empty_scores(P, info.n_layers, size)
         for layer in range(info.n_layers):
-            name = (HEAD_HOOK if kind == "heads" else NEURON_HOOK).format(layer)
+            name = hook_name(kind, layer)
             product = (source.cache[name] - kept[name].detach()) * gradient[name]
             out[:, layer] = product.sum(dim=(1, 3) if kind == "heads" else (1,)).float().cpu()
         scores[kind] = out

@@ -22,7 +22,7 @@ asked for) are NaN.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from jaxtyping import Float
@@ -30,6 +30,13 @@ from torch import Tensor
 
 DIRECTIONS = ("denoising", "noising")
 COMPONENTS = ("heads", "neurons")
+HOOKS = {"heads": "blocks.{}.attn.hook_z", "neurons": "blocks.{}.mlp.hook_post"}
+"""Where each component kind is read and patched (all positions)."""
+
+
+def hook_name(kind: str, layer: int) -> str:
+    """The hook point of ``kind`` (``"heads"`` or ``"neurons"``) at ``layer``."""
+    return HOOKS[kind].format(layer)
 
 
 class AttributionError(ValueError):
@@ -59,6 +66,47 @@ def check_batch(batch) -> None:
             f"clean and corrupted prompts differ in shape {tuple(batch.clean.shape)} vs "
             f"{tuple(batch.corrupted.shape)}; each pair must tokenize to the same length"
         )
+
+
+class Setup(NamedTuple):
+    """A kernel's checked common arguments."""
+
+    direction: str
+    components: tuple[str, ...]
+    info: Any  # ig_ap.models.ModelInfo
+    device: str
+    metric: Callable
+    batch: Any  # ig_ap.tasks.Batch, on ``device``
+    layers: list[int]
+
+    @property
+    def clean_is_source(self) -> bool:
+        """Denoising: the clean run provides the activations that go in (AP) / the IG input."""
+        return self.direction == "denoising"
+
+    def runs(self):
+        """(tokens of the run patched into / the IG baseline, tokens of the other run)."""
+        b = self.batch
+        return (b.corrupted, b.clean) if self.direction == "denoising" else (b.clean, b.corrupted)
+
+
+def prepare(model, batch, metric, direction, components, device=None, layers=None) -> Setup:
+    """Check what every kernel takes, before any computation; put the batch on the device."""
+    from ig_ap.models import model_info
+
+    direction = check_direction(direction)
+    components = check_components(components)
+    check_batch(batch)
+    info = model_info(model)
+    if layers is None:
+        layers = list(range(info.n_layers))
+    else:
+        layers = list(layers)
+        bad = [l for l in layers if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < info.n_layers]
+        if bad:
+            raise AttributionError(f"layers {bad} are not layers of this model (0 … {info.n_layers - 1})")
+    device = device or info.device
+    return Setup(direction, components, info, device, metric or batch.metric, batch.to(device), layers)
 
 
 @dataclass

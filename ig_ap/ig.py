@@ -43,9 +43,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ig_ap.attribution import Attribution, AttributionError, check_batch, check_components, check_direction, empty_scores
-from ig_ap.models import model_info
-from ig_ap.patching import HEAD_HOOK, NEURON_HOOK, _at_zero
+from ig_ap.attribution import Attribution, AttributionError, empty_scores, hook_name, prepare
+from ig_ap.patching import _at_zero
 from ig_ap.replay import metric_rows, rows_per_pass, run_from, trace
 from ig_ap.tasks import Batch
 
@@ -131,9 +130,8 @@ def integrated_gradients(
         component, segment]``.
     """
     started = time.perf_counter()
-    direction = check_direction(direction)
-    components = check_components(components)
-    check_batch(batch)
+    setup = prepare(model, batch, metric, direction, components, device, layers)
+    direction, components, info, device, metric, batch, layers = setup
     if baseline not in ("other", "zero"):
         raise AttributionError(f"baseline must be 'other' or 'zero', got {baseline!r}")
     if context not in ("input", "baseline"):
@@ -141,14 +139,9 @@ def integrated_gradients(
     if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
         raise AttributionError(f"segments must be a positive int, got {segments!r}")
     alphas, weights = quadrature(n_steps, method)
-    info = model_info(model)
-    device = device or info.device
-    metric = metric or batch.metric
-    batch = batch.to(device)
-    layers = list(range(info.n_layers)) if layers is None else list(layers)
     P = len(batch)
-    input_tokens, baseline_tokens = (batch.clean, batch.corrupted) if direction == "denoising" else (batch.corrupted, batch.clean)
-    names = [(HEAD_HOOK if k == "heads" else NEURON_HOOK).format(l) for l in layers for k in components]
+    baseline_tokens, input_tokens = setup.runs()
+    names = [hook_name(k, l) for l in layers for k in components]
 
     prefix = batch.first_difference() if share_prefix and baseline == "other" else 0
     input_run = trace(model, input_tokens, batch.last, names, prefix=prefix)
@@ -170,9 +163,9 @@ def integrated_gradients(
         rows = internal_batch_size or rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, True, memory_mb)
         steps_per_pass = max(1, rows // P)
         for kind in components:
-            hook_name = (HEAD_HOOK if kind == "heads" else NEURON_HOOK).format(layer)
-            x = input_run.cache[hook_name]
-            x0 = baseline_run.cache[hook_name] if baseline == "other" else torch.zeros_like(x)
+            name = hook_name(kind, layer)
+            x = input_run.cache[name]
+            x0 = baseline_run.cache[name] if baseline == "other" else torch.zeros_like(x)
             delta = x - x0
             summed = (2, 4) if kind == "heads" else (2,)  # positions (and d_head) of [step, prompt, pos, ...]
             total = torch.zeros(P, sizes[kind], dtype=torch.float64, device=device)
@@ -184,7 +177,7 @@ def integrated_gradients(
                 point = (x0.unsqueeze(0) + a.view(shape) * delta.unsqueeze(0)).reshape(S * P, *x.shape[1:])
                 point.requires_grad_(True)
                 with torch.enable_grad():
-                    final = run_from(model, context_run, layer, S, [(hook_name, functools.partial(_replace, value=point))], last=batch.last)
+                    final = run_from(model, context_run, layer, S, [(name, functools.partial(_replace, value=point))], last=batch.last)
                     values = metric_rows(metric, final, batch, S).view(S, P)
                     (grad,) = torch.autograd.grad((values * w[:, None]).sum(), point)
                 per_step = (grad.view(S, P, *x.shape[1:]) * delta.unsqueeze(0)).sum(dim=summed)
@@ -198,7 +191,7 @@ def integrated_gradients(
             # Completeness: metric with the whole layer at its input and at its baseline value.
             with torch.no_grad():
                 ends = torch.cat([x0, x])
-                final = run_from(model, context_run, layer, 2, [(hook_name, functools.partial(_replace, value=ends))], last=batch.last)
+                final = run_from(model, context_run, layer, 2, [(name, functools.partial(_replace, value=ends))], last=batch.last)
                 at = metric_rows(metric, final, batch, 2).view(2, P)
             target = (at[1] - at[0]).double()
             error = (total.sum(-1) - target).abs()

@@ -37,13 +37,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ig_ap.attribution import Attribution, check_batch, check_components, check_direction, empty_scores
-from ig_ap.models import model_info
+from ig_ap.attribution import Attribution, empty_scores, hook_name, prepare
 from ig_ap.replay import metric_rows, rows_per_pass, run_from, trace
 from ig_ap.tasks import Batch
-
-HEAD_HOOK = "blocks.{}.attn.hook_z"
-NEURON_HOOK = "blocks.{}.mlp.hook_post"
 
 
 def _patch_slices(activation, hook, source, indices, n_prompts):
@@ -112,18 +108,11 @@ def activation_patching(
         :class:`~ig_ap.attribution.Attribution` with ``metric(patched) − metric(base run)``.
     """
     started = time.perf_counter()
-    direction = check_direction(direction)
-    components = check_components(components)
-    check_batch(batch)
-    info = model_info(model)
-    device = device or info.device
-    metric = metric or batch.metric
-    batch = batch.to(device)
-    layers = list(range(info.n_layers)) if layers is None else list(layers)
+    setup = prepare(model, batch, metric, direction, components, device, layers)
+    direction, components, info, device, metric, batch, layers = setup
     neuron_sets = resolve_neurons(neurons, info.n_layers, info.d_mlp, layers) if "neurons" in components else {}
-    base_tokens, source_tokens = (batch.corrupted, batch.clean) if direction == "denoising" else (batch.clean, batch.corrupted)
-    names = [HEAD_HOOK.format(l) for l in layers if "heads" in components]
-    names += [NEURON_HOOK.format(l) for l in layers if "neurons" in components]
+    base_tokens, source_tokens = setup.runs()
+    names = [hook_name(k, l) for l in layers for k in components]
     P = len(batch)
 
     prefix = batch.first_difference() if share_prefix else 0
@@ -147,11 +136,11 @@ def activation_patching(
         for kind, layer, indices in jobs:
             rows = internal_batch_size or rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, False, memory_mb)
             per_pass = max(1, rows // P)
-            hook_name = (HEAD_HOOK if kind == "heads" else NEURON_HOOK).format(layer)
+            name = hook_name(kind, layer)
             for start in range(0, len(indices), per_pass):
                 chunk = indices[start:start + per_pass].tolist()
-                hook = functools.partial(_patch_slices, source=source.cache[hook_name], indices=chunk, n_prompts=P)
-                final = run_from(model, base, layer, len(chunk), [(hook_name, hook)], last=batch.last)
+                hook = functools.partial(_patch_slices, source=source.cache[name], indices=chunk, n_prompts=P)
+                final = run_from(model, base, layer, len(chunk), [(name, hook)], last=batch.last)
                 moved = metric_rows(metric, final, batch, len(chunk)).view(len(chunk), P) - base_metric
                 target = heads if kind == "heads" else neuron_scores
                 target[:, layer, chunk] = moved.T.float().cpu()

@@ -196,6 +196,7 @@ def test_bad_arguments_get_one_clear_line(tiny_gpt2):
         (lambda: integrated_gradients(tiny_gpt2, batch, n_steps=0), "n_steps must be a positive int"),
         (lambda: integrated_gradients(tiny_gpt2, batch, method="simpson"), "unknown IG method 'simpson'"),
         (lambda: integrated_gradients(tiny_gpt2, batch, baseline="mean"), "baseline must be"),
+        (lambda: integrated_gradients(tiny_gpt2, batch, layers=[5]), r"layers \[5\] are not layers of this model"),
         (lambda: attribution_patching(tiny_gpt2, replace(batch, corrupted=batch.corrupted[:, :-1])), "differ in shape"),
     ]
     for call, message in cases:
