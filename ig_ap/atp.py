@@ -87,6 +87,6 @@ def attribution_patching(
         neurons=scores.get("neurons"),
         clean_metric=clean_metric.float().cpu(),
         corrupted_metric=corrupted_metric.float().cpu(),
-        meta={"model": info.model_id, "n_prompts": P, **(meta or {})},
+        meta={"model": info.model_id, "task": getattr(batch.task, "value", batch.task), "n_prompts": P, **(meta or {})},
         seconds=time.perf_counter() - started,
     )

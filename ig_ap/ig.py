@@ -207,7 +207,7 @@ def integrated_gradients(
         neurons=scores.get("neurons"),
         clean_metric=clean_metric.float().cpu(),
         corrupted_metric=corrupted_metric.float().cpu(),
-        meta={"model": info.model_id, "n_steps": n_steps, "method": method, "baseline": baseline,
+        meta={"model": info.model_id, "task": getattr(batch.task, "value", batch.task), "n_steps": n_steps, "method": method, "baseline": baseline,
               "context": context, "layers": layers, "n_prompts": P, "segments": segments,
               "shared_prefix": prefix, **(meta or {})},
         completeness=complete,

@@ -154,7 +154,7 @@ def activation_patching(
         neurons=neuron_scores,
         clean_metric=clean_metric.float().cpu(),
         corrupted_metric=corrupted_metric.float().cpu(),
-        meta={"model": info.model_id, "layers": layers, "n_prompts": P, "shared_prefix": prefix,
+        meta={"model": info.model_id, "task": getattr(batch.task, "value", batch.task), "layers": layers, "n_prompts": P, "shared_prefix": prefix,
               "neurons": "all" if neurons is None else "subset", **(meta or {})},
         seconds=time.perf_counter() - started,
     )

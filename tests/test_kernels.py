@@ -170,7 +170,8 @@ def test_ig_zero_baseline_and_layers_subset(tiny_gpt2):
     zero = integrated_gradients(tiny_gpt2, batch, baseline="zero", layers=[1], n_steps=32, progress=False)
     assert (zero.heads[:, 0] == 0).all() and (zero.heads[:, 1] != 0).any()
     assert zero.completeness["neurons"]["relative"][:, 1].max() < 1e-2
-    assert zero.meta["baseline"] == "zero"
+    assert zero.meta["baseline"] == "zero" and zero.meta["task"] == "ioi" and zero.meta["model"] == "tiny-gpt2-s0"
+    assert zero.meta["n_steps"] == 32 and zero.meta["method"] == "gausslegendre" and zero.direction == "denoising"
 
 
 def test_quadrature_matches_captum():
