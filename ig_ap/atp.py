@@ -24,8 +24,7 @@ from typing import Callable, Sequence
 import torch
 
 from ig_ap.attribution import Attribution, empty_scores, hook_name, prepare
-from ig_ap.patching import _at_zero
-from ig_ap.replay import trace
+from ig_ap.replay import final_batch, trace
 from ig_ap.tasks import Batch
 
 
@@ -67,7 +66,7 @@ def attribution_patching(
         grads = torch.autograd.grad(values.sum(), [kept[n] for n in names])
     gradient = dict(zip(names, grads))
     base_metric = values.detach()
-    source_metric = metric(source.final[:, None], _at_zero(batch)).detach()
+    source_metric = metric(source.final[:, None], final_batch(batch)).detach()
     clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoising" else (base_metric, source_metric)
 
     P = len(batch)

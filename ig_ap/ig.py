@@ -44,8 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ig_ap.attribution import Attribution, AttributionError, empty_scores, hook_name, prepare
-from ig_ap.patching import _at_zero
-from ig_ap.replay import metric_rows, rows_per_pass, run_from, trace
+from ig_ap.replay import final_batch, metric_rows, rows_per_pass, run_from, trace
 from ig_ap.tasks import Batch
 
 METHODS = ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right", "riemann_trapezoid")
@@ -147,8 +146,8 @@ def integrated_gradients(
     input_run = trace(model, input_tokens, batch.last, names, prefix=prefix)
     baseline_run = trace(model, baseline_tokens, batch.last, names if baseline == "other" else (), prefix=prefix)
     clean_run, corrupted_run = (input_run, baseline_run) if direction == "denoising" else (baseline_run, input_run)
-    clean_metric = metric(clean_run.final[:, None], _at_zero(batch)).detach()
-    corrupted_metric = metric(corrupted_run.final[:, None], _at_zero(batch)).detach()
+    clean_metric = metric(clean_run.final[:, None], final_batch(batch)).detach()
+    corrupted_metric = metric(corrupted_run.final[:, None], final_batch(batch)).detach()
     context_run = input_run if context == "input" else baseline_run
     scale = (clean_metric - corrupted_metric).abs().clamp_min(1e-12)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -38,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ig_ap.attribution import Attribution, empty_scores, hook_name, prepare
-from ig_ap.replay import metric_rows, rows_per_pass, run_from, trace
+from ig_ap.replay import final_batch, metric_rows, rows_per_pass, run_from, trace
 from ig_ap.tasks import Batch
 
 
@@ -119,8 +118,8 @@ def activation_patching(
     with torch.no_grad():
         source = trace(model, source_tokens, batch.last, names, prefix=prefix)
         base = trace(model, base_tokens, batch.last, prefix=prefix)
-        base_metric = metric(base.final[:, None], _at_zero(batch))
-        source_metric = metric(source.final[:, None], _at_zero(batch))
+        base_metric = metric(base.final[:, None], final_batch(batch))
+        source_metric = metric(source.final[:, None], final_batch(batch))
         clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoising" else (base_metric, source_metric)
 
         heads = empty_scores(P, info.n_layers, info.n_heads) if "heads" in components else None
@@ -158,8 +157,3 @@ def activation_patching(
               "neurons": "all" if neurons is None else "subset", **(meta or {})},
         seconds=time.perf_counter() - started,
     )
-
-
-def _at_zero(batch: Batch) -> Batch:
-    """The batch read at position 0 (for last-token logits already gathered)."""
-    return replace(batch, last=torch.zeros_like(batch.last))

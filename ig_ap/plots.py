@@ -1,8 +1,8 @@
 """Plotly figures for the book, and the renderer that makes them work offline.
 
 The book is built by Jupyter Book 1.x (myst-nb) from notebooks executed by papermill.
-Plotly's stock notebook renderers do not survive that trip offline: ``notebook`` and
-``notebook_connected`` load plotly.js or MathJax from a CDN, and the default
+Plotly's stock notebook renderers do not survive that trip offline: the ``notebook``
+renderers load plotly.js or MathJax from a CDN, and the default
 ``plotly_mimetype`` output is silently dropped by myst-nb. :func:`use_offline_renderer`
 registers the renderer ``"ig_ap"``, whose output carries two representations:
 

@@ -188,6 +188,11 @@ def run_from(
         return model.unembed(model.ln_final(x))[:, -1] if last is not None else model.unembed(model.ln_final(x))
 
 
+def final_batch(batch: Batch) -> Batch:
+    """``batch`` read at position 0: for logits already gathered at each prompt's last token."""
+    return replace(batch, last=torch.zeros_like(batch.last))
+
+
 def rows_batch(batch: Batch, copies: int) -> Batch:
     """``batch`` repeated ``copies`` times (row ``c * P + p``), read at position 0 of last-token logits."""
     rep = lambda t: t.repeat(copies, *([1] * (t.dim() - 1)))  # noqa: E731

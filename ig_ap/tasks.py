@@ -187,7 +187,7 @@ def dataloader(dataset: TaskDataset, batch_size: int) -> Iterator[Batch]:
 
 
 def final_logits(logits: Float[Tensor, "prompt pos vocab"], last: Int[Tensor, "prompt"]) -> Float[Tensor, "prompt vocab"]:
-    """Each prompt's logits at its own last token (never ``logits[:, -1]`` on a padded batch)."""
+    """Each prompt's logits at its own last token (never the last column of a padded batch)."""
     return logits[torch.arange(logits.shape[0], device=logits.device), last.to(logits.device)]
 
 
