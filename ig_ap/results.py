@@ -1,0 +1,162 @@
+"""The on-disk cache of attribution results, keyed by everything that changes them.
+
+A result is stored as two files side by side: ``NAME.safetensors`` (every tensor of the
+:class:`~ig_ap.attribution.Attribution`, nested dictionaries flattened to dotted names)
+and ``NAME.json`` (the key, the result's metadata, and the SHA-256 of the tensors file).
+Both are written under temporary names and renamed into place, the JSON last, and a
+result loads only when the JSON's hash matches the tensors file: an interrupted or
+damaged write leaves nothing that loads.
+
+The *key* is a flat dictionary of everything the numbers depend on (model, task,
+dataset seed and size, method, direction, IG steps, ..., and the package version,
+:func:`result_key` adds it). :func:`load` with a different key is an error, never a
+silent reuse; :func:`cached` files each key under its own name (a readable prefix and a
+hash of the key), so a changed parameter simply misses and is computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import ig_ap
+from ig_ap.attribution import Attribution
+
+
+class ResultKeyError(ValueError):
+    """A stored result was computed with other inputs than the ones asked for."""
+
+
+def result_key(**fields: Any) -> dict[str, Any]:
+    """A cache key: the given fields (JSON values) plus the package version."""
+    key = {k: fields[k] for k in sorted(fields)}
+    key.setdefault("ig_ap_version", ig_ap.__version__)
+    json.dumps(key)  # a key must be plain JSON: fail here, not when writing
+    return key
+
+
+def _key_text(key: dict) -> str:
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+def result_name(key: dict) -> str:
+    """File name stem for ``key``: its readable fields, then 12 hex digits of its hash."""
+    readable = "-".join(str(key[k]) for k in ("model", "task", "method", "direction") if k in key)
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", readable)[:80] or "result"
+    return f"{readable}-{hashlib.sha256(_key_text(key).encode()).hexdigest()[:12]}"
+
+
+def _flatten(attribution: Attribution) -> dict[str, torch.Tensor]:
+    tensors = {"clean_metric": attribution.clean_metric, "corrupted_metric": attribution.corrupted_metric}
+    for kind in ("heads", "neurons"):
+        if getattr(attribution, kind) is not None:
+            tensors[kind] = getattr(attribution, kind)
+    for kind, parts in (attribution.completeness or {}).items():
+        for part, value in parts.items():
+            tensors[f"completeness.{kind}.{part}"] = value
+    for kind, value in (attribution.path_profile or {}).items():
+        tensors[f"path_profile.{kind}"] = value
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def _unflatten(tensors: dict[str, torch.Tensor], info: dict) -> Attribution:
+    completeness: dict = {}
+    profile: dict = {}
+    for name, value in tensors.items():
+        if name.startswith("completeness."):
+            _, kind, part = name.split(".")
+            completeness.setdefault(kind, {})[part] = value
+        elif name.startswith("path_profile."):
+            profile[name.split(".", 1)[1]] = value
+    return Attribution(
+        method=info["method"],
+        direction=info["direction"],
+        heads=tensors.get("heads"),
+        neurons=tensors.get("neurons"),
+        clean_metric=tensors["clean_metric"],
+        corrupted_metric=tensors["corrupted_metric"],
+        meta=info.get("meta", {}),
+        completeness=completeness or None,
+        path_profile=profile or None,
+        seconds=info.get("seconds", 0.0),
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save(attribution: Attribution, path: str | Path, key: dict) -> Path:
+    """Write ``attribution`` to ``path`` (a stem: ``.safetensors`` and ``.json`` are added), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors_path, sidecar_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    fd, tmp_tensors = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".safetensors.tmp", dir=path.parent)
+    os.close(fd)
+    fd, tmp_sidecar = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".json.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(_flatten(attribution), tmp_tensors)
+        sidecar = {
+            "key": key,
+            "method": attribution.method,
+            "direction": attribution.direction,
+            "meta": json.loads(json.dumps(attribution.meta, default=str)),
+            "seconds": attribution.seconds,
+            "sha256": _sha256(Path(tmp_tensors)),
+        }
+        Path(tmp_sidecar).write_text(json.dumps(sidecar, indent=1))
+        os.replace(tmp_tensors, tensors_path)
+        os.replace(tmp_sidecar, sidecar_path)  # last: until it is in place, nothing loads
+    finally:
+        for tmp in (tmp_tensors, tmp_sidecar):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return sidecar_path
+
+
+def _read(path: Path):
+    """(sidecar, tensors) when both are present and consistent, else None."""
+    tensors_path, sidecar_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+        if _sha256(tensors_path) != sidecar["sha256"]:
+            return None
+        return sidecar, load_file(str(tensors_path))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def load(path: str | Path, key: dict) -> Attribution:
+    """Read the result at ``path``; :class:`ResultKeyError` if it was stored under another key."""
+    path = Path(path)
+    found = _read(path)
+    if found is None:
+        raise FileNotFoundError(f"no complete result at {path} (.json and .safetensors with matching hash)")
+    sidecar, tensors = found
+    if _key_text(sidecar["key"]) != _key_text(key):
+        changed = sorted(k for k in set(key) | set(sidecar["key"]) if key.get(k) != sidecar["key"].get(k))
+        raise ResultKeyError(f"the result at {path} was computed with other {', '.join(changed)}; recompute it instead of reusing it")
+    return _unflatten(tensors, sidecar)
+
+
+def cached(directory: str | Path, key: dict, compute: Callable[[], Attribution]) -> Attribution:
+    """The result for ``key`` from ``directory`` if stored there, else ``compute()``, saved before it is returned."""
+    path = Path(directory) / result_name(key)
+    if _read(path) is not None:
+        return load(path, key)
+    result = compute()
+    save(result, path, key)
+    return result
