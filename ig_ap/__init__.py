@@ -11,6 +11,7 @@ Modules, one idea each:
 - :mod:`ig_ap.patching`: activation patching of every head and neuron.
 - :mod:`ig_ap.ig`: integrated gradients per layer, with completeness and path profiles.
 - :mod:`ig_ap.atp`: attribution patching, the first-order estimate of patching.
+- :mod:`ig_ap.analysis`: correlation, top-component overlap, asymmetry between methods.
 - :mod:`ig_ap.results`: the on-disk cache of results, keyed by every input that changes them.
 - :mod:`ig_ap.replay`: re-running the upper layers from a recorded pass (what makes the
   kernels fast).

@@ -1,0 +1,158 @@
+"""Statistics that compare attribution methods: correlation, top-component overlap, asymmetry.
+
+Every function takes score tensors of one component kind, ``[prompt, layer, component]``
+(heads or neurons), as :class:`~ig_ap.attribution.Attribution` holds them. Components
+that a method did not compute (NaN, e.g. a neuron subset) are left out of every statistic.
+
+- :func:`per_prompt_correlation`: Pearson or Spearman r between two methods, prompt by
+  prompt; :func:`correlation_summary` gives the mean ± sd over prompts of r (signed) and
+  of |r| (the published figure is the mean of per-prompt |r|).
+- :func:`top_components`, :func:`jaccard`, :func:`precision_recall`: the components
+  with the largest |score| (top-k or top quantile, by mean over prompts), and how the
+  sets of two methods overlap.
+- :func:`asymmetry`, :func:`latent_candidates`: how two AP directions disagree, and the
+  AND / OR candidates chosen by the *sign* of the asymmetry (not its absolute value,
+  which made both sets identical in the original notebooks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+
+def _ranks(x: Float[Tensor, "n"]) -> Float[Tensor, "n"]:
+    """Ranks 0 … n-1 with ties given their mean rank (as scipy.stats.rankdata, minus one)."""
+    order = x.argsort()
+    ranks = torch.empty_like(x, dtype=torch.float64)
+    ranks[order] = torch.arange(len(x), dtype=torch.float64)
+    for value in x.unique():
+        tied = x == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / denominator if denominator > 0 else float("nan")
+
+
+def per_prompt_correlation(
+    a: Float[Tensor, "prompt layer component"],
+    b: Float[Tensor, "prompt layer component"],
+    method: str = "pearson",
+) -> Float[Tensor, "prompt"]:
+    """r between two methods' scores over all components, one value per prompt (NaN components dropped)."""
+    if a.shape != b.shape:
+        raise ValueError(f"score shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    out = []
+    for x, y in zip(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)):
+        keep = ~(x.isnan() | y.isnan())
+        x, y = x[keep], y[keep]
+        if method == "spearman":
+            x, y = _ranks(x), _ranks(y)
+        out.append(_pearson(x, y) if len(x) > 1 else float("nan"))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class CorrelationSummary:
+    """Mean ± sd over prompts of the per-prompt r (signed) and of |r|."""
+
+    mean: float
+    sd: float
+    mean_abs: float
+    sd_abs: float
+    n_prompts: int
+
+    def __str__(self) -> str:
+        return f"r = {self.mean:.2f} ± {self.sd:.2f}, |r| = {self.mean_abs:.2f} ± {self.sd_abs:.2f} (n = {self.n_prompts})"
+
+
+def correlation_summary(r: Float[Tensor, "prompt"]) -> CorrelationSummary:
+    r = r[~r.isnan()].double()
+    sd = lambda x: float(x.std()) if len(x) > 1 else 0.0  # noqa: E731
+    return CorrelationSummary(float(r.mean()), sd(r), float(r.abs().mean()), sd(r.abs()), len(r))
+
+
+def top_components(
+    scores: Float[Tensor, "prompt layer component"],
+    k: int | None = None,
+    quantile: float | None = None,
+) -> Bool[Tensor, "layer component"]:
+    """The components with the largest mean |score| over prompts: the top ``k``, or those above ``quantile``."""
+    if (k is None) == (quantile is None):
+        raise ValueError("give exactly one of k and quantile")
+    magnitude = scores.abs().mean(dim=0)
+    valid = ~magnitude.isnan()
+    chosen = torch.zeros_like(valid)
+    values = magnitude[valid]
+    if k is not None:
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        index = values.topk(min(k, len(values))).indices
+    else:
+        if not 0 <= quantile <= 1:
+            raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
+        index = (values > torch.quantile(values.double(), quantile).to(values.dtype)).nonzero().flatten()
+    flat = chosen[valid]
+    flat[index] = True
+    chosen[valid] = flat
+    return chosen
+
+
+def jaccard(a: Bool[Tensor, "..."], b: Bool[Tensor, "..."]) -> float:
+    """|a ∩ b| / |a ∪ b| (1 for two empty sets)."""
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 1.0
+
+
+def precision_recall(found: Bool[Tensor, "..."], reference: Bool[Tensor, "..."]) -> tuple[float, float]:
+    """Precision and recall of the set ``found`` against the set ``reference``."""
+    hits = int((found & reference).sum())
+    n_found, n_reference = int(found.sum()), int(reference.sum())
+    return (hits / n_found if n_found else float("nan"), hits / n_reference if n_reference else float("nan"))
+
+
+def asymmetry(
+    denoising: Float[Tensor, "prompt layer component"],
+    noising: Float[Tensor, "prompt layer component"],
+) -> Float[Tensor, "layer component"]:
+    """How the two AP directions disagree, per component (mean over prompts), normalised.
+
+    For activation-patching scores (metric(patched) − metric(base run)): a component
+    without latent behaviour has AP(denoising) ≈ −AP(noising), the same effect seen from
+    the two base runs. The asymmetry is their sum, divided by the largest |score| of
+    either direction so that models compare: > 0 where adding the component's clean
+    value to the corrupted run does more than removing it from the clean run (OR-like,
+    found by denoising), < 0 the reverse (AND-like, found by noising).
+
+    For IG the sign of each direction depends on the context convention (see
+    :mod:`ig_ap.ig`); its asymmetry is not defined here yet.
+    """
+    total = (denoising + noising).mean(dim=0)
+    scale = torch.stack([denoising.abs(), noising.abs()]).nan_to_num(0).max()
+    return total / scale if scale > 0 else total
+
+
+def latent_candidates(asym: Float[Tensor, "layer component"], k: int) -> tuple[Bool[Tensor, "layer component"], Bool[Tensor, "layer component"]]:
+    """(AND candidates, OR candidates): the ``k`` most negative and the ``k`` most positive asymmetries.
+
+    Chosen by sign: a component is an AND candidate only if its asymmetry is negative and
+    an OR candidate only if it is positive, so the two sets never share a component.
+    """
+    flat = asym.flatten().nan_to_num(0)
+    and_set = torch.zeros_like(flat, dtype=torch.bool)
+    or_set = torch.zeros_like(flat, dtype=torch.bool)
+    negative, positive = (flat < 0).nonzero().flatten(), (flat > 0).nonzero().flatten()
+    and_set[negative[flat[negative].argsort()[:k]]] = True
+    or_set[positive[flat[positive].argsort(descending=True)[:k]]] = True
+    return and_set.view_as(asym), or_set.view_as(asym)

@@ -1,0 +1,71 @@
+"""Statistics against small hand-computed examples."""
+
+import math
+
+import pytest
+import torch
+
+from ig_ap.analysis import (
+    asymmetry,
+    correlation_summary,
+    jaccard,
+    latent_candidates,
+    per_prompt_correlation,
+    precision_recall,
+    top_components,
+)
+
+
+def test_pearson_and_spearman_by_hand():
+    a = torch.tensor([[[1.0, 2.0, 3.0, 4.0]], [[1.0, 2.0, 3.0, 4.0]]])
+    b = torch.tensor([[[2.0, 4.0, 6.0, 8.0]], [[1.0, 4.0, 9.0, 16.0]]])
+    pearson = per_prompt_correlation(a, b)
+    # prompt 1: x = 1..4, y = x^2; r = cov / (sd sd) = 12.5 / sqrt(5 * 6.5 * 2 * ...) computed by hand:
+    x, y = [1, 2, 3, 4], [1, 4, 9, 16]
+    mx, my = 2.5, 7.5
+    cov = sum((xi - mx) * (yi - my) for xi, yi in zip(x, y))
+    r = cov / math.sqrt(sum((xi - mx) ** 2 for xi in x) * sum((yi - my) ** 2 for yi in y))
+    assert pearson[0] == pytest.approx(1.0) and pearson[1] == pytest.approx(r)
+    assert per_prompt_correlation(a, b, "spearman").tolist() == pytest.approx([1.0, 1.0])
+    # ties get their mean rank: ranks of [1, 1, 2] are [0.5, 0.5, 2]
+    t = per_prompt_correlation(torch.tensor([[[1.0, 1.0, 2.0]]]), torch.tensor([[[0.0, 1.0, 2.0]]]), "spearman")
+    assert t[0] == pytest.approx(0.8660254, abs=1e-6)
+
+
+def test_nan_components_are_left_out_and_summary_gives_signed_and_absolute():
+    a = torch.tensor([[[1.0, 2.0, float("nan"), 3.0]], [[1.0, 2.0, 3.0, 4.0]]])
+    b = torch.tensor([[[3.0, 2.0, 100.0, 1.0]], [[1.0, 2.0, 3.0, 4.0]]])
+    r = per_prompt_correlation(a, b)
+    assert r.tolist() == pytest.approx([-1.0, 1.0])
+    s = correlation_summary(r)
+    assert (s.mean, s.mean_abs, s.n_prompts) == (pytest.approx(0.0), pytest.approx(1.0), 2)
+    assert s.sd == pytest.approx(math.sqrt(2)) and s.sd_abs == pytest.approx(0.0)
+    assert "|r| = 1.00" in str(s)
+
+
+def test_top_sets_overlap_precision_recall():
+    scores = torch.tensor([[[5.0, -4.0, 1.0], [0.5, 3.0, float("nan")]]])  # [prompt 1, layer 2, comp 3]
+    top2 = top_components(scores, k=2)
+    assert top2.tolist() == [[True, True, False], [False, False, False]]
+    top_q = top_components(scores, quantile=0.5)  # above the median 3.0 of the 5 valid values
+    assert top_q.tolist() == [[True, True, False], [False, False, False]]
+    other = torch.tensor([[True, False, False], [False, True, False]])
+    assert jaccard(top2, other) == pytest.approx(1 / 3)
+    assert precision_recall(other, top2) == (pytest.approx(0.5), pytest.approx(0.5))
+    with pytest.raises(ValueError, match="exactly one"):
+        top_components(scores)
+
+
+def test_and_and_or_sets_are_chosen_by_sign_and_differ():
+    # Component 0: OR-like (adding it alone moves the metric, removing it does not);
+    # component 1: AND-like (the reverse); component 2: linear (the two cancel).
+    denoising = torch.tensor([[[0.9, 0.1, 0.5]]])
+    noising = torch.tensor([[[-0.1, -0.9, -0.5]]])
+    asym = asymmetry(denoising, noising)
+    assert asym.tolist() == [pytest.approx([0.8 / 0.9, -0.8 / 0.9, 0.0])]
+    and_set, or_set = latent_candidates(asym, k=2)
+    assert and_set.tolist() == [[False, True, False]] and or_set.tolist() == [[True, False, False]]
+    assert not (and_set & or_set).any()
+    # |asymmetry| would have put both components in both sets (the original notebooks' bug).
+    by_magnitude = asym.abs().flatten().topk(2).indices.sort().values.tolist()
+    assert by_magnitude == [0, 1]
