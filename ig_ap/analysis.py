@@ -10,6 +10,8 @@ that a method did not compute (NaN, e.g. a neuron subset) are left out of every 
 - :func:`top_components`, :func:`jaccard`, :func:`precision_recall`: the components
   with the largest |score| (top-k or top quantile, by mean over prompts), and how the
   sets of two methods overlap.
+- :func:`faithfulness`, :func:`faithfulness_curve`: the share of the clean−corrupted gap
+  kept when everything outside a set of components is ablated.
 - :func:`asymmetry`, :func:`latent_candidates`: how two AP directions disagree, and the
   AND / OR candidates chosen by the *sign* of the asymmetry (not its absolute value,
   which made both sets identical in the original notebooks).
@@ -17,8 +19,10 @@ that a method did not compute (NaN, e.g. a neuron subset) are left out of every 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from jaxtyping import Bool, Float
@@ -156,3 +160,84 @@ def latent_candidates(asym: Float[Tensor, "layer component"], k: int) -> tuple[B
     and_set[negative[flat[negative].argsort()[:k]]] = True
     or_set[positive[flat[positive].argsort(descending=True)[:k]]] = True
     return and_set.view_as(asym), or_set.view_as(asym)
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+
+def faithfulness(
+    model,
+    batch,
+    keep: Sequence[dict[str, Bool[Tensor, "layer component"]]],
+    ablation: str = "corrupted",
+    metric=None,
+    device: str | None = None,
+) -> Float[Tensor, "set prompt"]:
+    """The normalised metric kept when every component *outside* each set is ablated, per prompt.
+
+    Each element of ``keep`` maps a component kind (``"heads"``, ``"neurons"``) to a
+    ``[layer, component]`` mask of the components kept; kinds not named are left intact.
+    Ablated components are set, at every position of the clean run, to their value in
+    the corrupted run (``ablation="corrupted"``) or to their mean over the batch's clean
+    prompts (``"mean"``). The result is (metric − metric(corrupted)) / (metric(clean) −
+    metric(corrupted)): 1 when nothing is ablated, 0 when every component is ablated to
+    its corrupted value. To ablate only a set, pass the complement. All sets run in one
+    batched pass (rows ``set × prompt``).
+    """
+    from ig_ap.attribution import hook_name, prepare
+    from ig_ap.replay import final_batch, metric_rows, run_from, trace
+
+    if ablation not in ("corrupted", "mean"):
+        raise ValueError(f"ablation must be 'corrupted' or 'mean', got {ablation!r}")
+    if not keep:
+        raise ValueError("keep must hold at least one set")
+    kinds = sorted({k for s in keep for k in s})
+    setup = prepare(model, batch, metric, "noising", kinds, device)
+    info, metric, batch = setup.info, setup.metric, setup.batch
+    names = [hook_name(k, l) for k in kinds for l in range(info.n_layers)]
+    with torch.no_grad():
+        clean = trace(model, batch.clean, batch.last, names)
+        corrupted = trace(model, batch.corrupted, batch.last, names)
+        C, P = len(keep), len(batch)
+        hooks = []
+        for kind in kinds:
+            size = info.n_heads if kind == "heads" else info.d_mlp
+            for layer in range(info.n_layers):
+                name = hook_name(kind, layer)
+                if ablation == "corrupted":
+                    value = corrupted.cache[name]
+                else:
+                    value = clean.cache[name].mean(dim=0, keepdim=True).expand_as(clean.cache[name])
+                masks = torch.stack([
+                    s[kind][layer].to(torch.bool) if kind in s else torch.ones(size, dtype=torch.bool) for s in keep
+                ]).to(value.device)  # [set, component]
+                hooks.append((name, functools.partial(_ablate, value=value, masks=masks, n_prompts=P)))
+        final = run_from(model, clean, 0, C, hooks, last=batch.last)
+        values = metric_rows(metric, final, batch, C).view(C, P)
+        m_clean = metric(clean.final[:, None], final_batch(batch))
+        m_corrupted = metric(corrupted.final[:, None], final_batch(batch))
+    return ((values - m_corrupted) / (m_clean - m_corrupted)).cpu()
+
+
+def _ablate(activation, hook, value, masks, n_prompts):
+    """Rows of set ``j`` keep the components where ``masks[j]`` is True and take ``value`` elsewhere."""
+    keep = masks.repeat_interleave(n_prompts, dim=0)  # [row, component]
+    if activation.dim() == 4:  # heads: [row, pos, head, d_head]
+        keep = keep[:, None, :, None]
+    else:  # neurons: [row, pos, neuron]
+        keep = keep[:, None, :]
+    source = value.repeat(activation.shape[0] // value.shape[0], *([1] * (value.dim() - 1)))
+    return torch.where(keep, activation, source)
+
+
+def faithfulness_curve(
+    model,
+    batch,
+    scores: Float[Tensor, "prompt layer component"],
+    kind: str,
+    sizes: Sequence[int],
+    ablation: str = "corrupted",
+) -> Float[Tensor, "size prompt"]:
+    """Faithfulness of the top-``k`` components of ``kind`` by mean |score|, for each ``k`` in ``sizes``."""
+    sets = [{kind: top_components(scores, k=k)} for k in sizes]
+    return faithfulness(model, batch, sets, ablation=ablation)

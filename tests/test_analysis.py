@@ -69,3 +69,34 @@ def test_and_and_or_sets_are_chosen_by_sign_and_differ():
     # |asymmetry| would have put both components in both sets (the original notebooks' bug).
     by_magnitude = asym.abs().flatten().topk(2).indices.sort().values.tolist()
     assert by_magnitude == [0, 1]
+
+
+def test_faithfulness_of_everything_is_one_and_of_nothing_is_zero(tiny_llama):
+    from ig_ap.analysis import faithfulness, faithfulness_curve
+    from ig_ap.patching import activation_patching
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_llama, n=4, seed=0).batch()
+    info = tiny_llama.ig_ap_info
+    all_heads = torch.ones(info.n_layers, info.n_heads, dtype=torch.bool)
+    all_neurons = torch.ones(info.n_layers, info.d_mlp, dtype=torch.bool)
+    sets = [
+        {"heads": all_heads, "neurons": all_neurons},
+        {"heads": ~all_heads, "neurons": ~all_neurons},
+        {"heads": ~all_heads},  # every head corrupted: nothing reaches the last position but through attention
+        {"neurons": ~all_neurons},
+    ]
+    kept = faithfulness(tiny_llama, batch, sets)
+    torch.testing.assert_close(kept[0], torch.ones(4, dtype=kept.dtype), rtol=0, atol=1e-4)
+    torch.testing.assert_close(kept[1], torch.zeros(4, dtype=kept.dtype), rtol=0, atol=1e-4)
+    torch.testing.assert_close(kept[2], torch.zeros(4, dtype=kept.dtype), rtol=0, atol=1e-4)
+    assert not torch.allclose(kept[3], kept[1], atol=1e-3)  # with every neuron corrupted, the heads still carry it
+    # One head ablated alone equals noising AP of that head, normalised.
+    one = all_heads.clone()
+    one[1, 2] = False
+    ap = activation_patching(tiny_llama, batch, direction="noising", components="heads", progress=False).normalized()
+    torch.testing.assert_close(faithfulness(tiny_llama, batch, [{"heads": one}])[0], 1 + ap.heads[:, 1, 2].to(kept.dtype), rtol=0, atol=1e-4)
+    curve = faithfulness_curve(tiny_llama, batch, ap.heads, "heads", [0, info.n_layers * info.n_heads])
+    torch.testing.assert_close(curve[-1], torch.ones(4, dtype=curve.dtype), rtol=0, atol=1e-4)
+    mean = faithfulness(tiny_llama, batch, [{"heads": all_heads}], ablation="mean")
+    torch.testing.assert_close(mean[0], torch.ones(4, dtype=mean.dtype), rtol=0, atol=1e-4)
