@@ -21,10 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import plotly
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
+from plotly.subplots import make_subplots
 
 RENDERER = "ig_ap"
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
@@ -78,3 +80,110 @@ def token_bar(tokens: Sequence[str], probs: Sequence[float], title: str, subtitl
         margin=dict(l=120, r=20, t=90, b=50),
     )
     return fig
+
+
+# --------------------------------------------------------------------------- attribution figures
+
+DIVERGING = "RdBu_r"
+
+
+def component_names(kind: str, n_layers: int, n_components: int) -> np.ndarray:
+    """``[layer, component]`` labels: ``L9H6`` for heads, ``L4N1297`` for neurons."""
+    letter = "H" if kind == "heads" else "N"
+    return np.array([[f"L{l}{letter}{c}" for c in range(n_components)] for l in range(n_layers)])
+
+
+def _mean(scores) -> np.ndarray:
+    """Mean over prompts of ``[prompt, layer, component]``, or a ``[layer, component]`` array as is."""
+    array = scores.detach().cpu().double().numpy() if hasattr(scores, "detach") else np.asarray(scores, dtype=float)
+    return np.nanmean(array, axis=0) if array.ndim == 3 else array
+
+
+def _heatmap_trace(values: np.ndarray, limit: float, label: str, showscale: bool = True) -> go.Heatmap:
+    names = component_names("heads", *values.shape)
+    return go.Heatmap(
+        z=values, x=list(range(values.shape[1])), y=list(range(values.shape[0])), text=names,
+        colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit, showscale=showscale,
+        colorbar=dict(title=label),
+        hovertemplate="%{text}<br>" + label + " %{z:.4f}<extra></extra>",
+    )
+
+
+def head_heatmap(scores, title: str, label: str = "score") -> go.Figure:
+    """Layer × head heatmap of scores (mean over prompts if given per prompt), zero in white."""
+    values = _mean(scores)
+    limit = float(np.nanmax(np.abs(values))) or 1.0
+    fig = go.Figure(_heatmap_trace(values, limit, label))
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", height=200 + 14 * values.shape[0])
+    return fig
+
+
+def compare_heatmaps(a, b, names: tuple[str, str], title: str, label: str = "score") -> go.Figure:
+    """Two methods' layer × head heatmaps side by side, on one colour scale."""
+    va, vb = _mean(a), _mean(b)
+    limit = float(np.nanmax(np.abs(np.concatenate([va.ravel(), vb.ravel()])))) or 1.0
+    fig = make_subplots(rows=1, cols=2, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.06)
+    fig.add_trace(_heatmap_trace(va, limit, label, showscale=False), row=1, col=1)
+    fig.add_trace(_heatmap_trace(vb, limit, label), row=1, col=2)
+    fig.update_layout(title=title, height=220 + 14 * va.shape[0])
+    fig.update_xaxes(title_text="head")
+    fig.update_yaxes(title_text="layer", row=1, col=1)
+    return fig
+
+
+def method_scatter(a, b, names: tuple[str, str], kind: str, title: str) -> go.Figure:
+    """Scatter of two methods' scores per component (mean over prompts); the title gives the per-prompt r."""
+    from ig_ap.analysis import correlation_summary, per_prompt_correlation
+
+    va, vb = _mean(a), _mean(b)
+    labels = component_names(kind, *va.shape).ravel()
+    keep = ~(np.isnan(va.ravel()) | np.isnan(vb.ravel()))
+    summary = ""
+    if hasattr(a, "dim") and a.dim() == 3:
+        summary = f" (per-prompt Pearson {correlation_summary(per_prompt_correlation(a, b))})"
+    fig = go.Figure(go.Scattergl(
+        x=va.ravel()[keep], y=vb.ravel()[keep], mode="markers", text=labels[keep], marker=dict(size=4, opacity=0.6),
+        hovertemplate="%{text}<br>" + names[0] + " %{x:.4f}<br>" + names[1] + " %{y:.4f}<extra></extra>",
+    ))
+    fig.update_layout(title=dict(text=title, subtitle=dict(text=summary.strip(" ()"))),
+                      xaxis_title=f"{names[0]} (mean over prompts)", yaxis_title=f"{names[1]} (mean over prompts)", height=480)
+    return fig
+
+
+def correlation_bars(summaries: dict[str, dict[str, object]], title: str) -> go.Figure:
+    """Mean per-prompt |r| (± sd) for each task, heads and neurons side by side.
+
+    ``summaries[task][kind]`` is an :class:`ig_ap.analysis.CorrelationSummary`.
+    """
+    fig = go.Figure()
+    tasks = list(summaries)
+    for kind in ("heads", "neurons"):
+        present = [t for t in tasks if kind in summaries[t]]
+        if not present:
+            continue
+        fig.add_trace(go.Bar(
+            name=kind, x=present, y=[summaries[t][kind].mean_abs for t in present],
+            error_y=dict(type="data", array=[summaries[t][kind].sd_abs for t in present]),
+            hovertemplate="%{x} " + kind + "<br>mean |r| %{y:.3f}<extra></extra>",
+        ))
+    fig.update_layout(title=title, xaxis_title="task", yaxis_title="mean per-prompt |r|", barmode="group", yaxis_range=[0, 1.05])
+    return fig
+
+
+def faithfulness_curves(sizes, curves: dict[str, object], title: str, kind: str = "heads") -> go.Figure:
+    """Faithfulness (mean ± sd over prompts) against the number of components kept, one line per method."""
+    fig = go.Figure()
+    for method, values in curves.items():
+        array = values.detach().cpu().double().numpy() if hasattr(values, "detach") else np.asarray(values, dtype=float)
+        mean, sd = array.mean(axis=1), array.std(axis=1)
+        fig.add_trace(go.Scatter(
+            x=list(sizes), y=mean, name=method, mode="lines+markers", error_y=dict(type="data", array=sd, visible=True),
+            hovertemplate=method + ": top %{x} " + kind + "<br>faithfulness %{y:.3f}<extra></extra>",
+        ))
+    fig.update_layout(title=title, xaxis_title=f"{kind} kept (top-k by |score|)", yaxis_title="faithfulness (normalised metric kept)")
+    return fig
+
+
+def asymmetry_map(asym, title: str) -> go.Figure:
+    """Layer × head map of the AP asymmetry: > 0 OR-like (found by denoising), < 0 AND-like (found by noising)."""
+    return head_heatmap(asym, title, label="asymmetry")

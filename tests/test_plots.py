@@ -36,3 +36,35 @@ def test_token_bar_has_title_axes_hover_and_order():
     assert "probability" in bar.hovertemplate
     assert list(bar.y) == ["' c'", "' b'", "' a'"]  # most likely on top
     assert list(bar.x) == [0.2, 0.3, 0.5]
+
+
+def _scores(seed=0, layers=3, comps=4, prompts=5):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(prompts, layers, comps, generator=g)
+
+
+def test_attribution_figures_build_with_named_hover():
+    import torch
+
+    from ig_ap.analysis import correlation_summary, per_prompt_correlation
+
+    a, b = _scores(0), _scores(1)
+    fig = plots.head_heatmap(a, "heads")
+    assert fig.data[0].type == "heatmap" and fig.data[0].text[2][3] == "L2H3" and "%{text}" in fig.data[0].hovertemplate
+    assert fig.layout.xaxis.title.text == "head" and fig.layout.yaxis.title.text == "layer"
+    both = plots.compare_heatmaps(a, b, ("IG", "AP"), "IG vs AP")
+    assert [t.type for t in both.data] == ["heatmap", "heatmap"]
+    assert both.data[0].zmax == both.data[1].zmax == -both.data[0].zmin  # one colour scale
+    scatter = plots.method_scatter(a, b, ("IG", "AP"), "neurons", "neurons")
+    assert scatter.data[0].text[5] == "L1N1" and "|r|" in scatter.layout.title.subtitle.text
+    summary = correlation_summary(per_prompt_correlation(a, b))
+    bars = plots.correlation_bars({"IOI": {"heads": summary, "neurons": summary}, "Greater-Than": {"heads": summary}}, "r")
+    assert [t.name for t in bars.data] == ["heads", "neurons"] and list(bars.data[0].x) == ["IOI", "Greater-Than"]
+    curves = plots.faithfulness_curves([0, 2, 4], {"IG": torch.rand(3, 5), "AP": torch.rand(3, 5)}, "faithfulness")
+    assert [t.name for t in curves.data] == ["IG", "AP"] and len(curves.data[0].y) == 3
+    amap = plots.asymmetry_map(a.mean(0), "asymmetry")
+    assert amap.data[0].zmid == 0 and "asymmetry" in amap.data[0].hovertemplate
+    for figure in (fig, both, scatter, bars, curves, amap):
+        assert figure.layout.title.text
