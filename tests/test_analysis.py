@@ -100,3 +100,49 @@ def test_faithfulness_of_everything_is_one_and_of_nothing_is_zero(tiny_llama):
     torch.testing.assert_close(curve[-1], torch.ones(4, dtype=curve.dtype), rtol=0, atol=1e-4)
     mean = faithfulness(tiny_llama, batch, [{"heads": all_heads}], ablation="mean")
     torch.testing.assert_close(mean[0], torch.ones(4, dtype=mean.dtype), rtol=0, atol=1e-4)
+
+
+def test_interaction_of_candidates(tiny_gpt2):
+    from ig_ap.analysis import interaction, patch_sets
+    from ig_ap.patching import activation_patching
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_gpt2, n=3, seed=1).batch()
+    info = tiny_gpt2.ig_ap_info
+    # A single candidate: joint and the sum of singles are the same patch.
+    one = torch.zeros(info.n_layers, info.n_heads, dtype=torch.bool)
+    one[1, 0] = True
+    single = interaction(tiny_gpt2, batch, one, "heads", "denoising")
+    torch.testing.assert_close(single.joint, single.sum_of_singles)
+    ap = activation_patching(tiny_gpt2, batch, direction="denoising", components="heads", progress=False).normalized()
+    torch.testing.assert_close(single.joint, ap.heads[:, 1, 0].abs().to(single.joint.dtype), rtol=0, atol=1e-4)
+    # Two heads: the joint patch equals patch_sets of both, the singles add up the two AP scores.
+    two = one.clone()
+    two[0, 3] = True
+    pair = interaction(tiny_gpt2, batch, two, "heads", "denoising")
+    joint = patch_sets(tiny_gpt2, batch, [{"heads": two}], "denoising")[0]
+    torch.testing.assert_close(pair.joint, joint.abs(), rtol=0, atol=1e-5)
+    expected = ap.heads[:, 1, 0].abs() + ap.heads[:, 0, 3].abs()
+    torch.testing.assert_close(pair.sum_of_singles, expected.to(pair.joint.dtype), rtol=0, atol=1e-4)
+    assert (pair.excess != 0).any()
+
+
+def test_direction_asymmetry_orients_ig_like_ap():
+    from ig_ap.analysis import direction_asymmetry
+    from ig_ap.attribution import Attribution
+
+    den, noi = torch.tensor([[[0.9, 0.1]]]), torch.tensor([[[-0.1, -0.9]]])
+
+    def result(method, direction, scores, context="input"):
+        return Attribution(method, direction, scores, None, torch.ones(1), torch.zeros(1), meta={"context": context})
+
+    ap = direction_asymmetry(result("activation_patching", "denoising", den), result("activation_patching", "noising", noi), "heads")
+    assert ap[0, 0] > 0 > ap[0, 1]
+    # IG in the input context: denoising ≈ removal from the clean run, noising ≈ −addition to the corrupted run.
+    ig = direction_asymmetry(result("integrated_gradients", "denoising", -noi), result("integrated_gradients", "noising", -den), "heads")
+    torch.testing.assert_close(ig, ap)
+    in_base = direction_asymmetry(result("integrated_gradients", "denoising", den, "baseline"),
+                                  result("integrated_gradients", "noising", noi, "baseline"), "heads")
+    torch.testing.assert_close(in_base, ap)
+    with pytest.raises(ValueError, match="in that order"):
+        direction_asymmetry(result("activation_patching", "noising", noi), result("activation_patching", "denoising", den), "heads")
