@@ -8,14 +8,15 @@ result loads only when the JSON's hash matches the tensors file: an interrupted 
 damaged write leaves nothing that loads.
 
 The *key* is a flat dictionary of everything the numbers depend on (model, task,
-dataset seed and size, method, direction, IG steps, ..., and the package version,
-:func:`result_key` adds it). :func:`load` with a different key is an error, never a
+dataset seed and size, method, direction, IG steps, ..., and the package version and a
+hash of its source files, which :func:`result_key` adds). :func:`load` with a different key is an error, never a
 silent reuse; :func:`cached` files each key under its own name (a readable prefix and a
 hash of the key), so a changed parameter simply misses and is computed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,10 +36,20 @@ class ResultKeyError(ValueError):
     """A stored result was computed with other inputs than the ones asked for."""
 
 
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """Hash of the package's sources: a result computed by other code is another result."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(ig_ap.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def result_key(**fields: Any) -> dict[str, Any]:
-    """A cache key: the given fields (JSON values) plus the package version."""
+    """A cache key: the given fields (JSON values) plus the package version and a hash of its code."""
     key = {k: fields[k] for k in sorted(fields)}
     key.setdefault("ig_ap_version", ig_ap.__version__)
+    key.setdefault("ig_ap_code", code_hash())
     json.dumps(key)  # a key must be plain JSON: fail here, not when writing
     return key
 
@@ -160,3 +171,31 @@ def cached(directory: str | Path, key: dict, compute: Callable[[], Attribution])
     result = compute()
     save(result, path, key)
     return result
+
+
+_NOT_IN_KEY = {"progress", "internal_batch_size", "memory_mb", "device"}  # change speed, not numbers
+
+
+def compute(model, dataset, method: str, direction: str = "denoising", *, directory: str | Path | None = None, **options) -> Attribution:
+    """Run one kernel on all of a dataset's prompts, or load the result from the cache.
+
+    ``method``: ``"ap"``, ``"ig"`` or ``"atp"``; ``options`` go to the kernel
+    (``components``, ``n_steps``, ``layers``, ...) and, except those that change only the
+    speed, into the key with the model, task, variant, seed and size of the dataset.
+    ``directory`` defaults to ``cache_dir()/results``.
+    """
+    from ig_ap.atp import attribution_patching
+    from ig_ap.ig import integrated_gradients
+    from ig_ap.models import cache_dir, model_info
+    from ig_ap.patching import activation_patching
+
+    kernels = {"ap": activation_patching, "ig": integrated_gradients, "atp": attribution_patching}
+    if method not in kernels:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(kernels)}")
+    keyed = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if k not in _NOT_IN_KEY}
+    key = result_key(
+        model=model_info(model).model_id, task=dataset.task.value, variant=dataset.variant, seed=dataset.seed,
+        n=len(dataset), method=method, direction=direction, **keyed,
+    )
+    directory = Path(directory) if directory is not None else cache_dir() / "results"
+    return cached(directory, key, lambda: kernels[method](model, dataset.batch(), direction=direction, **options))

@@ -111,3 +111,18 @@ def test_a_real_kernel_result_is_reused(tmp_path, tiny_gpt2):
     assert torch.equal(first.neurons, second.neurons)
     assert torch.equal(first.completeness["neurons"]["relative"], second.completeness["neurons"]["relative"])
     assert second.meta["n_steps"] == 4
+
+
+def test_compute_keys_on_dataset_and_options(tmp_path, tiny_gpt2):
+    from ig_ap.results import compute
+    from ig_ap.tasks import make_dataset
+
+    data = make_dataset("ioi", tiny_gpt2, n=2, seed=0)
+    first = compute(tiny_gpt2, data, "atp", directory=tmp_path, components=("heads",))
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    again = compute(tiny_gpt2, data, "atp", directory=tmp_path, components=("heads",), device="cpu")  # speed option: same key
+    assert torch.equal(first.heads, again.heads) and len(list(tmp_path.glob("*.json"))) == 1
+    compute(tiny_gpt2, make_dataset("ioi", tiny_gpt2, n=2, seed=1), "atp", directory=tmp_path, components=("heads",))
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    with pytest.raises(ValueError, match="unknown method"):
+        compute(tiny_gpt2, data, "shap", directory=tmp_path)
