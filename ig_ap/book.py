@@ -82,6 +82,8 @@ def check_parameters(**values: Any) -> None:
             )
         if key in {"n_prompts", "ig_steps", "batch_size", "top_k"} and value < 1:
             raise ParameterError(f"parameter {key} must be at least 1, got {value}")
+        if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):
+            raise ParameterError(f"parameter neurons must be 'all' or a number of neurons per layer (>= 1), got {value!r}")
 
 
 # --------------------------------------------------------------------------- chapters

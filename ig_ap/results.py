@@ -192,7 +192,14 @@ def compute(model, dataset, method: str, direction: str = "denoising", *, direct
     kernels = {"ap": activation_patching, "ig": integrated_gradients, "atp": attribution_patching}
     if method not in kernels:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(kernels)}")
-    keyed = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if k not in _NOT_IN_KEY}
+    def plain(v):
+        if torch.is_tensor(v):
+            return v.tolist()
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return list(v) if isinstance(v, tuple) else v
+
+    keyed = {k: plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
     key = result_key(
         model=model_info(model).model_id, task=dataset.task.value, variant=dataset.variant, seed=dataset.seed,
         n=len(dataset), method=method, direction=direction, **keyed,

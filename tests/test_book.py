@@ -18,7 +18,10 @@ TINY = {"model": "tiny-gpt2", "device": "cpu"}
 
 def test_check_parameters_rejects_wrong_types_in_one_line():
     book.check_parameters(model="gpt2", n_prompts=4, device=None, tasks=["ioi"])
-    for bad in [dict(n_prompts="abc"), dict(n_prompts=2.5), dict(n_prompts=True), dict(device=3), dict(n_prompts=0)]:
+    book.check_parameters(neurons="all")
+    book.check_parameters(neurons=8)
+    for bad in [dict(n_prompts="abc"), dict(n_prompts=2.5), dict(n_prompts=True), dict(device=3), dict(n_prompts=0),
+                dict(neurons="some"), dict(neurons=0)]:
         with pytest.raises(book.ParameterError) as err:
             book.check_parameters(**bad)
         assert "\n" not in str(err.value) and next(iter(bad)) in str(err.value)
