@@ -138,14 +138,14 @@ def method_scatter(a, b, names: tuple[str, str], kind: str, title: str) -> go.Fi
     va, vb = _mean(a), _mean(b)
     labels = component_names(kind, *va.shape).ravel()
     keep = ~(np.isnan(va.ravel()) | np.isnan(vb.ravel()))
-    summary = ""
+    summary = None
     if hasattr(a, "dim") and a.dim() == 3:
-        summary = f" (per-prompt Pearson {correlation_summary(per_prompt_correlation(a, b))})"
+        summary = f"per-prompt Pearson {correlation_summary(per_prompt_correlation(a, b))}"
     fig = go.Figure(go.Scattergl(
         x=va.ravel()[keep], y=vb.ravel()[keep], mode="markers", text=labels[keep], marker=dict(size=4, opacity=0.6),
         hovertemplate="%{text}<br>" + names[0] + " %{x:.4f}<br>" + names[1] + " %{y:.4f}<extra></extra>",
     ))
-    fig.update_layout(title=dict(text=title, subtitle=dict(text=summary.strip(" ()"))),
+    fig.update_layout(title=dict(text=title, subtitle=dict(text=summary) if summary else None),
                       xaxis_title=f"{names[0]} (mean over prompts)", yaxis_title=f"{names[1]} (mean over prompts)", height=480)
     return fig
 
@@ -180,7 +180,8 @@ def faithfulness_curves(sizes, curves: dict[str, object], title: str, kind: str 
             x=list(sizes), y=mean, name=method, mode="lines+markers", error_y=dict(type="data", array=sd, visible=True),
             hovertemplate=method + ": top %{x} " + kind + "<br>faithfulness %{y:.3f}<extra></extra>",
         ))
-    fig.update_layout(title=title, xaxis_title=f"{kind} kept (top-k by |score|)", yaxis_title="faithfulness (normalised metric kept)")
+    fig.update_layout(title=title, xaxis_title=f"{kind} kept (top-k by |score|)", yaxis_title="faithfulness (normalised metric kept)",
+                      xaxis_type="category")  # set sizes grow geometrically: evenly spaced labels
     return fig
 
 

@@ -36,12 +36,16 @@ class ResultKeyError(ValueError):
     """A stored result was computed with other inputs than the ones asked for."""
 
 
+COMPUTING_MODULES = ("models", "tasks", "attribution", "replay", "patching", "ig", "atp")
+"""The modules whose code decides the numbers of a result (figures and the runner do not)."""
+
+
 @functools.lru_cache(maxsize=1)
 def code_hash() -> str:
-    """Hash of the package's sources: a result computed by other code is another result."""
+    """Hash of the modules that compute results: a result computed by other code is another result."""
     digest = hashlib.sha256()
-    for path in sorted(Path(ig_ap.__file__).parent.rglob("*.py")):
-        digest.update(path.read_bytes())
+    for name in COMPUTING_MODULES:
+        digest.update((Path(ig_ap.__file__).parent / f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]
 
 
