@@ -309,7 +309,8 @@ def _load_embedded_hf(dtype):
     return model, embedded_tokenizer()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 24):
@@ -326,7 +327,7 @@ def _weights_valid(folder: Path, gguf: Path) -> bool:
             and manifest.get("gguf_size") == gguf.stat().st_size
             and (folder / "config.json").is_file()
             and weights.stat().st_size == manifest["size"]
-            and _sha256(weights) == manifest["sha256"]
+            and file_sha256(weights) == manifest["sha256"]
         )
     except (OSError, ValueError, KeyError):
         return False
@@ -349,7 +350,7 @@ def _dequantize_embedded(gguf: Path, folder: Path) -> None:
             "source": gguf.name,
             "gguf_size": gguf.stat().st_size,
             "size": weights.stat().st_size,
-            "sha256": _sha256(weights),
+            "sha256": file_sha256(weights),
             "seconds": round(time.perf_counter() - started, 2),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))

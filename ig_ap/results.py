@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 import ig_ap
 from ig_ap.attribution import Attribution
+from ig_ap.models import file_sha256
 
 
 class ResultKeyError(ValueError):
@@ -105,14 +106,6 @@ def _unflatten(tensors: dict[str, torch.Tensor], info: dict) -> Attribution:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save(attribution: Attribution, path: str | Path, key: dict) -> Path:
     """Write ``attribution`` to ``path`` (a stem: ``.safetensors`` and ``.json`` are added), atomically."""
     path = Path(path)
@@ -130,7 +123,7 @@ def save(attribution: Attribution, path: str | Path, key: dict) -> Path:
             "direction": attribution.direction,
             "meta": json.loads(json.dumps(attribution.meta, default=str)),
             "seconds": attribution.seconds,
-            "sha256": _sha256(Path(tmp_tensors)),
+            "sha256": file_sha256(Path(tmp_tensors)),
         }
         Path(tmp_sidecar).write_text(json.dumps(sidecar, indent=1))
         os.replace(tmp_tensors, tensors_path)
@@ -147,7 +140,7 @@ def _read(path: Path):
     tensors_path, sidecar_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
     try:
         sidecar = json.loads(sidecar_path.read_text())
-        if _sha256(tensors_path) != sidecar["sha256"]:
+        if file_sha256(tensors_path) != sidecar["sha256"]:
             return None
         return sidecar, load_file(str(tensors_path))
     except (OSError, ValueError, KeyError):

@@ -140,7 +140,7 @@ def test_embedded_cache_reused_then_rebuilt_when_truncated(tmp_path, monkeypatch
         f.write(b"\x00" * 64)
     models.embedded_weights_dir()
     assert len(calls) == 2
-    assert models._sha256(weights) == manifest["sha256"]
+    assert models.file_sha256(weights) == manifest["sha256"]
 
 
 @pytest.mark.parametrize("name", ["no-such-model", "gpt-7", ""])
