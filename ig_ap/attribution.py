@@ -79,11 +79,6 @@ class Setup(NamedTuple):
     batch: Any  # ig_ap.tasks.Batch, on ``device``
     layers: list[int]
 
-    @property
-    def clean_is_source(self) -> bool:
-        """Denoising: the clean run provides the activations that go in (AP) / the IG input."""
-        return self.direction == "denoising"
-
     def runs(self):
         """(tokens of the run patched into / the IG baseline, tokens of the other run)."""
         b = self.batch

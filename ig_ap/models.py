@@ -356,26 +356,21 @@ def _dequantize_embedded(gguf: Path, folder: Path) -> None:
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
-class _staging_dir:
+@contextlib.contextmanager
+def _staging_dir(target: Path):
     """Write a folder under a temporary name next to ``target``, rename it into place on success."""
-
-    def __init__(self, target: Path):
-        self.target = Path(target)
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        try:
-            os.replace(self.tmp, self.target)
-        except OSError:  # another process finished first: keep its copy
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        return False
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- tiny random models
@@ -410,19 +405,15 @@ def _build_tiny_hf(name: str, seed: int):
     return model.eval(), tokenizer
 
 
-class _seeded:
+@contextlib.contextmanager
+def _seeded(seed: int):
     """Fix torch's global RNG inside the block and restore it afterwards."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __enter__(self):
-        self.state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        torch.random.set_rng_state(self.state)
-        return False
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
 
 
 # ---- hub models
