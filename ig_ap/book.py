@@ -37,17 +37,34 @@ ROOT = Path(__file__).resolve().parents[1]
 """The repository (where ``_toc.yml`` and ``book/`` live)."""
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # The default: the embedded model on a 2-core CPU, sized to build the book in minutes.
-    "cpu": {"model": EMBEDDED, "device": "cpu", "seed": 0},
+    # The default: the embedded model on a 2-core CPU, sized so that the whole book builds
+    # in at most 20 minutes (measured: see README). AP of neurons runs on the `neurons`
+    # neurons per layer with the largest |IG|. One prompt pair in chapter 1 affords more.
+    "cpu": {
+        "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 16, "neurons": 16,
+        "chapters": {"01_background": {"ig_steps": 32, "neurons": 64}},
+    },
     # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
-    "gpu": {"model": "gpt2", "device": "cuda", "seed": 0, "n_prompts": 100, "ig_steps": 50, "neurons": "all"},
+    "gpu": {"model": "gpt2", "device": "cuda", "seed": 0, "n_prompts": 100, "ig_steps": 50, "neurons": "all",
+            "batch_size": 100},
 }
+"""Parameters per profile; ``chapters`` holds per-chapter overrides (by notebook stem)."""
+
+
+def profile_parameters(profile: str, chapter: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters ``chapter`` runs with under ``profile``: the profile's, its chapter's, then ``overrides``."""
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    base = {k: v for k, v in PROFILES[profile].items() if k != "chapters"}
+    return {**base, **PROFILES[profile].get("chapters", {}).get(chapter, {}), **(overrides or {})}
 
 PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,),
     "device": (str, type(None)),
     "seed": (int,),
     "prompt": (str,),
+    "clean_prompt": (str,),
+    "corrupted_prompt": (str,),
     "answer": (str,),
     "distractor": (str,),
     "top_k": (int,),
@@ -84,6 +101,13 @@ def check_parameters(**values: Any) -> None:
             raise ParameterError(f"parameter {key} must be at least 1, got {value}")
         if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):
             raise ParameterError(f"parameter neurons must be 'all' or a number of neurons per layer (>= 1), got {value!r}")
+
+
+def built_with(info, **parameters: Any) -> str:
+    """One Markdown line stating the model, device and parameters a page was built with."""
+    shown = ", ".join(f"`{k}={v!r}`" for k, v in parameters.items())
+    return (f"*Built with* **{info.model_id}** ({info.n_layers} layers × {info.n_heads} heads, "
+            f"{info.d_mlp} neurons per layer) on `{info.device}`" + (f", {shown}." if shown else "."))
 
 
 # --------------------------------------------------------------------------- chapters
@@ -202,7 +226,6 @@ def build(
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     out = out or root / "_build"
-    parameters = {**PROFILES[profile], **(overrides or {})}
     notebooks = chapters(root)
     if only:
         unknown = set(only) - {n.stem for n in notebooks}
@@ -220,6 +243,7 @@ def build(
             executed.append(target)
             continue
         print(f"[{i}/{len(notebooks)}] {notebook.stem} ({profile} profile)", flush=True)
+        parameters = profile_parameters(profile, notebook.stem, overrides)
         executed.append(execute_chapter(notebook, out / "executed", parameters, force=force))
     src = stage(root, executed, out / "src")
     print("Compiling the book with Jupyter Book ...", flush=True)

@@ -188,3 +188,53 @@ def faithfulness_curves(sizes, curves: dict[str, object], title: str, kind: str 
 def asymmetry_map(asym, title: str) -> go.Figure:
     """Layer × head map of the AP asymmetry: > 0 OR-like (found by denoising), < 0 AND-like (found by noising)."""
     return head_heatmap(asym, title, label="asymmetry")
+
+
+def grouped_bars(values: dict[str, dict[str, object]], title: str, yaxis: str, xaxis: str = "task", yrange=None) -> go.Figure:
+    """Bars grouped by the outer key (e.g. task), one series per inner key (e.g. method pair).
+
+    A value is a number, a ``(mean, sd)`` pair (drawn with an error bar), or a
+    :class:`ig_ap.analysis.CorrelationSummary` (its mean |r| ± sd). Missing values leave a gap.
+    """
+    def split(v):
+        if hasattr(v, "mean_abs"):
+            return v.mean_abs, v.sd_abs
+        if isinstance(v, (tuple, list)):
+            return float(v[0]), float(v[1])
+        return float(v), None
+
+    groups = list(values)
+    series = list(dict.fromkeys(s for g in groups for s in values[g]))
+    fig = go.Figure()
+    for name in series:
+        present = [g for g in groups if name in values[g]]
+        pairs = [split(values[g][name]) for g in present]
+        errors = [sd for _, sd in pairs]
+        fig.add_trace(go.Bar(
+            name=name, x=present, y=[m for m, _ in pairs],
+            error_y=dict(type="data", array=[e or 0.0 for e in errors]) if any(e is not None for e in errors) else None,
+            hovertemplate="%{x}<br>" + name + ": %{y:.3f}<extra></extra>",
+        ))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, barmode="group", legend_title_text="")
+    if yrange is not None:
+        fig.update_yaxes(range=list(yrange))
+    return fig
+
+
+def completeness_bars(attribution, title: str) -> go.Figure:
+    """IG's completeness error per layer (worst prompt), relative to the clean−corrupted gap, log scale.
+
+    The error of a layer is |sum of its components' attributions − the change of the metric
+    when that layer goes from baseline to input|; a large one means the path is curved
+    more sharply than the quadrature's steps can follow.
+    """
+    fig = go.Figure()
+    for kind, table in attribution.completeness.items():
+        worst = table["relative"].max(dim=0).values.clamp_min(1e-12).detach().cpu().numpy()
+        fig.add_trace(go.Bar(
+            name=kind, x=list(range(len(worst))), y=worst,
+            hovertemplate="layer %{x} " + kind + "<br>relative error %{y:.2e}<extra></extra>",
+        ))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="completeness error / |clean − corrupted|",
+                      yaxis_type="log", barmode="group")
+    return fig

@@ -604,6 +604,53 @@ def make_dataset(task: Task | str, model, n: int = 100, seed: int = 0, **options
     )
 
 
+def parse_tasks(tasks: "str | Sequence[Task | str]") -> list[Task]:
+    """Tasks named by a chapter parameter: ``"all"``, one name, comma-separated names or a list."""
+    if isinstance(tasks, str):
+        tasks = list(Task) if tasks.strip().lower() == "all" else [t for t in tasks.split(",") if t.strip()]
+    parsed = [Task.parse(t) for t in tasks]
+    if not parsed:
+        raise TaskError("no task given; name one or more of " + ", ".join(t.value for t in Task) + ", or 'all'")
+    return list(dict.fromkeys(parsed))
+
+
+def prompt_pair(model, clean: str, corrupted: str, answer: str, distractor: str, task: Task | str = Task.IOI) -> TaskDataset:
+    """One hand-written prompt pair as a one-prompt dataset, scored by logit(answer) − logit(distractor).
+
+    ``answer`` and ``distractor`` must each be one token (with their leading space, e.g.
+    ``" Mary"``) and the two prompts must tokenize to the same length; otherwise
+    :class:`TaskError` says which and how to fix it. ``task`` names the task whose
+    logit-difference metric is used (not Greater-Than, whose metric needs year candidates).
+    """
+    import hashlib
+
+    task = Task.parse(task)
+    if task is Task.GREATER_THAN:
+        raise TaskError("prompt_pair scores a logit difference; use make_dataset('greater_than', ...) for Greater-Than")
+    info = model if isinstance(model, ModelInfo) else model_info(model)
+    tok = _Tok(info)
+    ids = []
+    for name in (answer, distractor):
+        token = tok.single(name)
+        if token is None:
+            pieces = [tok.tokenizer.decode([i]) for i in tok.ids(name, bos=False)]
+            raise TaskError(f"{name!r} is {len(pieces)} tokens for {info.model_id} ({pieces}); give a single-token answer, e.g. with a leading space")
+        ids.append(token)
+    clean_ids, corrupted_ids = tok.ids(clean), tok.ids(corrupted)
+    if len(clean_ids) != len(corrupted_ids):
+        raise TaskError(
+            f"the clean prompt is {len(clean_ids)} tokens and the corrupted one {len(corrupted_ids)}; "
+            "patching needs prompts of the same token length: change words of the same length"
+        )
+    digest = hashlib.sha256("\x00".join((clean, corrupted, answer, distractor)).encode()).hexdigest()[:12]
+    return TaskDataset(
+        task=task, model_id=info.model_id, seed=0, variant=f"pair-{digest}",
+        clean_prompts=[clean], corrupted_prompts=[corrupted], clean_ids=[clean_ids], corrupted_ids=[corrupted_ids],
+        answers=torch.tensor([ids], dtype=torch.long), answer_strings=[(answer, distractor)],
+        pad_id=tok.pad_id(), notes="a hand-written prompt pair",
+    )
+
+
 # --------------------------------------------------------------------------- summary table
 
 
