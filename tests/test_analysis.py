@@ -66,6 +66,9 @@ def test_and_and_or_sets_are_chosen_by_sign_and_differ():
     and_set, or_set = latent_candidates(asym, k=2)
     assert and_set.tolist() == [[False, True, False]] and or_set.tolist() == [[True, False, False]]
     assert not (and_set & or_set).any()
+    # A component that works against the answer, seen only by denoising, is OR-like too.
+    negative = asymmetry(torch.tensor([[[-0.9]]]), torch.tensor([[[0.1]]]))
+    assert negative.item() == pytest.approx(0.8 / 0.9)
     # |asymmetry| would have put both components in both sets (the original notebooks' bug).
     by_magnitude = asym.abs().flatten().topk(2).indices.sort().values.tolist()
     assert by_magnitude == [0, 1]
@@ -146,3 +149,23 @@ def test_direction_asymmetry_orients_ig_like_ap():
     torch.testing.assert_close(in_base, ap)
     with pytest.raises(ValueError, match="in that order"):
         direction_asymmetry(result("activation_patching", "noising", noi), result("activation_patching", "denoising", den), "heads")
+
+
+def test_batch_normalised_faithfulness_is_the_share_of_the_mean_gap(tiny_llama):
+    from ig_ap.analysis import faithfulness
+    from ig_ap.patching import activation_patching
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_llama, n=4, seed=0).batch()
+    info = tiny_llama.ig_ap_info
+    one = torch.ones(info.n_layers, info.n_heads, dtype=torch.bool)
+    one[1, 2] = False
+    kept = faithfulness(tiny_llama, batch, [{"heads": one}, {"heads": ~one | one}], normalize="batch")
+    assert kept.shape == (2, 1)
+    ap = activation_patching(tiny_llama, batch, direction="noising", components="heads", progress=False)
+    gap = (ap.clean_metric - ap.corrupted_metric).mean()
+    expected = 1 + ap.heads[:, 1, 2].mean() / gap  # ratio of means, not mean of ratios
+    torch.testing.assert_close(kept[0, 0], expected.to(kept.dtype), rtol=0, atol=1e-4)
+    torch.testing.assert_close(kept[1, 0], torch.tensor(1.0, dtype=kept.dtype), rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="normalize"):
+        faithfulness(tiny_llama, batch, [{"heads": one}], normalize="median")

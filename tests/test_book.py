@@ -13,7 +13,8 @@ import pytest
 
 from ig_ap import book
 
-TINY = {"model": "tiny-gpt2", "device": "cpu"}
+TINY = {"model": "tiny-gpt2", "device": "cpu", "n_prompts": 2, "ig_steps": 4, "neurons": 4}
+"""The smallest parameters: every chapter runs in seconds on the tiny model."""
 
 
 def test_check_parameters_rejects_wrong_types_in_one_line():
@@ -29,6 +30,21 @@ def test_check_parameters_rejects_wrong_types_in_one_line():
         book.check_parameters(n_promts=3)
 
 
+def test_profiles_give_each_chapter_its_parameters():
+    cpu = book.profile_parameters("cpu", "02_aligned_baselines")
+    assert cpu["model"] == "smollm2-135m" and cpu["device"] == "cpu" and "chapters" not in cpu
+    assert book.profile_parameters("cpu", "01_background")["neurons"] != cpu["neurons"]  # a per-chapter override
+    assert book.profile_parameters("cpu", "01_background", {"neurons": 3})["neurons"] == 3  # -p wins
+    gpu = book.profile_parameters("gpu", "02_aligned_baselines")
+    assert (gpu["model"], gpu["device"], gpu["n_prompts"], gpu["ig_steps"], gpu["neurons"]) == ("gpt2", "cuda", 100, 50, "all")
+    for name in book.PROFILES:
+        for notebook in book.chapters():
+            values = book.profile_parameters(name, notebook.stem)
+            book.check_parameters(**{k: v for k, v in values.items() if k in book.chapter_parameters(notebook)})
+    with pytest.raises(book.ParameterError, match="unknown profile"):
+        book.profile_parameters("tpu", "00_model")
+
+
 def test_parse_value_matches_papermill():
     assert book._parse_value("8") == 8 and book._parse_value("0.5") == 0.5
     assert book._parse_value("None") is None and book._parse_value("gpt2") == "gpt2"
@@ -36,7 +52,7 @@ def test_parse_value_matches_papermill():
 
 def test_chapters_come_from_the_toc_and_declare_their_parameters():
     notebooks = book.chapters()
-    assert notebooks and notebooks[0].stem == "00_model"
+    assert [n.stem[:2] for n in notebooks] == ["00", "01", "02", "03"]
     for notebook in notebooks:
         declared = book.chapter_parameters(notebook)
         assert {"model", "device", "seed"} <= set(declared), notebook
@@ -74,7 +90,8 @@ def test_every_chapter_executes_on_a_tiny_model(built_book):
 
 def test_unchanged_chapters_are_not_executed_again(built_book, capsys):
     out, _ = built_book
-    book.execute_chapter(book.chapters()[0], out / "executed", {**book.PROFILES["cpu"], **TINY})
+    notebook = book.chapters()[0]
+    book.execute_chapter(notebook, out / "executed", book.profile_parameters("cpu", notebook.stem, TINY))
     assert "unchanged" in capsys.readouterr().out
 
 
