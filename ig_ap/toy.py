@@ -1,0 +1,197 @@
+"""AND/OR toy networks: where the right answer of each attribution method is known.
+
+A *gate net* maps two binary inputs through ``Linear → ReLU → Linear → Sigmoid`` to the
+probability that the gate is on. Trained on the AND or the OR truth table, it gives the
+cleanest case of a *latent* component:
+
+- in an AND, each input matters only when the other is on. *Denoising* (turn one input on
+  in the all-off run) barely moves the output; *noising* (turn one input off in the all-on
+  run) takes the whole output away. Denoising misses AND components.
+- in an OR, the reverse: turning one input on in the all-off run gives the whole output,
+  turning one off in the all-on run changes nothing. Noising misses OR components.
+- IG integrates along the straight line from one run to the other, on which both inputs
+  move together, so it credits both inputs of an AND or an OR, and by symmetry about
+  half of the effect each, in either direction (the two directions are the same path run
+  backwards: exactly opposite attributions).
+
+The functions here follow the language-model kernels' conventions (:mod:`ig_ap.patching`,
+:mod:`ig_ap.ig`): clean = all inputs on, corrupted = all off; ``direction="denoising"``
+patches clean values into the corrupted run, ``"noising"`` the reverse; AP scores are
+(metric(patched) − metric(base run)) / (metric(clean) − metric(corrupted)); IG scores are
+divided by the same gap, so one layer's IG scores sum to +1 (denoising) or −1 (noising)
+up to the quadrature error, which is returned.
+
+Units are the network's ``"input"`` features or its ``"hidden"`` units (after the ReLU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ig_ap.attribution import check_direction
+
+TRUTH_TABLES: dict[str, Float[Tensor, "4"]] = {
+    "and": torch.tensor([0.0, 0.0, 0.0, 1.0]),
+    "or": torch.tensor([0.0, 1.0, 1.0, 1.0]),
+}
+"""Targets for the inputs of :data:`INPUTS`, in order."""
+
+INPUTS: Float[Tensor, "4 2"] = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+"""The four inputs of a two-input gate."""
+
+LAYERS = ("input", "hidden")
+METRICS = ("probability", "logit")
+
+
+class ToyError(ValueError):
+    """A toy network cannot be built or attributed as asked."""
+
+
+class GateNet(nn.Module):
+    """``Linear(2, hidden) → ReLU → Linear(hidden, 1) → Sigmoid``: the original notebook's net when ``hidden=1``."""
+
+    def __init__(self, hidden: int = 1):
+        super().__init__()
+        self.hidden = hidden
+        self.model = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
+
+    def units(self, x: Float[Tensor, "batch 2"], layer: str) -> Float[Tensor, "batch unit"]:
+        """The activations of ``layer`` (``"input"`` or ``"hidden"``) for inputs ``x``."""
+        _check_layer(layer)
+        return x if layer == "input" else self.model[1](self.model[0](x))
+
+    def from_units(self, value: Float[Tensor, "batch unit"], layer: str, metric: str = "probability") -> Float[Tensor, "batch"]:
+        """The metric when ``layer`` takes ``value`` (the rest of the net runs from there)."""
+        _check_layer(layer)
+        if metric not in METRICS:
+            raise ToyError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        hidden = self.model[1](self.model[0](value)) if layer == "input" else value
+        logit = self.model[2](hidden)[:, 0]
+        return torch.sigmoid(logit) if metric == "probability" else logit
+
+    def forward(self, x: Float[Tensor, "batch 2"]) -> Float[Tensor, "batch 1"]:
+        return self.model(x)
+
+
+def _check_layer(layer: str) -> None:
+    if layer not in LAYERS:
+        raise ToyError(f"unknown layer {layer!r}; use one of {', '.join(LAYERS)}")
+
+
+def accuracy(net: GateNet, gate: str) -> float:
+    """Fraction of the four inputs the net classifies right (output > 0.5)."""
+    with torch.no_grad():
+        predicted = net(INPUTS)[:, 0] > 0.5
+    return (predicted == TRUTH_TABLES[gate].bool()).float().mean().item()
+
+
+def train_gate(
+    gate: str, hidden: int = 1, seed: int = 0, epochs: int = 1000, lr: float = 0.1, optimizer: str = "sgd", restarts: int = 50
+) -> GateNet:
+    """A gate net trained on ``gate`` (``"and"`` or ``"or"``) to 100% accuracy, reproducibly from ``seed``.
+
+    The original notebook's recipe by default: full-batch SGD (lr 0.1, 1000 epochs) on the
+    binary cross-entropy of the four inputs, from PyTorch's default initialisation. It
+    stops short of saturating the sigmoid, so the effects of single inputs are graded, not
+    all-or-nothing (``optimizer="adam"`` trains to saturation). A ReLU net this small can
+    start with a dead unit or stall; then training restarts from the next initialisation
+    (seeded from ``seed`` and the attempt number), at most ``restarts`` times, else
+    :class:`ToyError`.
+    """
+    if gate not in TRUTH_TABLES:
+        raise ToyError(f"unknown gate {gate!r}; use 'and' or 'or'")
+    if optimizer not in ("sgd", "adam"):
+        raise ToyError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ToyError(f"hidden must be a positive int, got {hidden!r}")
+    target = TRUTH_TABLES[gate][:, None]
+    for attempt in range(restarts):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 1000 + attempt)
+            net = GateNet(hidden)
+        step = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(net.parameters(), lr=lr)
+        for _ in range(epochs):
+            step.zero_grad()
+            loss = nn.functional.binary_cross_entropy(net(INPUTS), target)
+            loss.backward()
+            step.step()
+        if accuracy(net, gate) == 1.0:
+            net.eval()
+            return net
+    raise ToyError(f"no {gate} net with {hidden} hidden unit(s) reached 100% accuracy in {restarts} starts from seed {seed}")
+
+
+def _runs(net: GateNet, layer: str, metric: str):
+    clean_x, corrupted_x = INPUTS[3:4], INPUTS[0:1]  # all on, all off
+    with torch.no_grad():
+        clean, corrupted = net.units(clean_x, layer), net.units(corrupted_x, layer)
+        m_clean, m_corrupted = net.from_units(clean, layer, metric), net.from_units(corrupted, layer, metric)
+    gap = (m_clean - m_corrupted).item()
+    if abs(gap) < 1e-9:
+        raise ToyError("the net gives the same output for all-on and all-off inputs; nothing to attribute")
+    return clean[0], corrupted[0], m_clean.item(), m_corrupted.item(), gap
+
+
+def activation_patching(net: GateNet, direction: str = "denoising", layer: str = "input", metric: str = "probability") -> Float[Tensor, "unit"]:
+    """AP of every unit of ``layer`` between the all-on (clean) and the all-off (corrupted) input, normalised."""
+    direction = check_direction(direction)
+    clean, corrupted, m_clean, m_corrupted, gap = _runs(net, layer, metric)
+    base, other, m_base = (corrupted, clean, m_corrupted) if direction == "denoising" else (clean, corrupted, m_clean)
+    patched = base.repeat(len(base), 1)
+    index = torch.arange(len(base))
+    patched[index, index] = other  # row i: unit i takes the other run's value
+    with torch.no_grad():
+        return (net.from_units(patched, layer, metric) - m_base) / gap
+
+
+@dataclass(frozen=True)
+class ToyIG:
+    """IG scores of one layer's units (normalised by the clean−corrupted gap) and the completeness error."""
+
+    scores: Float[Tensor, "unit"]
+    error: float
+
+
+def integrated_gradients(
+    net: GateNet, direction: str = "denoising", layer: str = "input", metric: str = "probability", n_steps: int = 50
+) -> ToyIG:
+    """IG of every unit of ``layer``, from the baseline run's values to the input run's, normalised.
+
+    Denoising: baseline all-off, input all-on; noising: the reverse. Gauss-Legendre
+    quadrature (:func:`ig_ap.ig.quadrature`); ``error`` is |sum of the scores − (+1 or −1)|.
+    """
+    from ig_ap.ig import quadrature
+
+    direction = check_direction(direction)
+    clean, corrupted, _, _, gap = _runs(net, layer, metric)
+    start, end = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
+    alphas, weights = (t.to(start.dtype) for t in quadrature(n_steps, "gausslegendre"))
+    points = (start + alphas[:, None] * (end - start)).requires_grad_(True)
+    (grads,) = torch.autograd.grad(net.from_units(points, layer, metric).sum(), points)
+    scores = (weights[:, None] * grads).sum(0) * (end - start) / gap
+    target = 1.0 if direction == "denoising" else -1.0
+    return ToyIG(scores.detach(), abs(scores.sum().item() - target))
+
+
+def scores(net: GateNet, layer: str = "input", metric: str = "probability", n_steps: int = 50) -> dict[str, Float[Tensor, "unit"]]:
+    """AP and IG of every unit of ``layer`` in both directions: ``{"AP denoising": ..., "AP noising": ...,
+    "IG denoising": ..., "IG noising": ...}``, each normalised by the clean−corrupted gap."""
+    out = {f"AP {d}": activation_patching(net, d, layer, metric) for d in ("denoising", "noising")}
+    out.update({f"IG {d}": integrated_gradients(net, d, layer, metric, n_steps).scores for d in ("denoising", "noising")})
+    return out
+
+
+def asymmetries(net: GateNet, layer: str = "input", metric: str = "probability", n_steps: int = 50) -> dict[str, Float[Tensor, "unit"]]:
+    """AP's and IG's asymmetry per unit (:func:`ig_ap.analysis.asymmetry`): < 0 AND-like, > 0 OR-like.
+
+    IG's two directions run the same path backwards, so its asymmetry is 0 up to the
+    quadrature error; AP's is about −1 for the inputs of a saturated AND and +1 for an OR.
+    """
+    from ig_ap.analysis import asymmetry
+
+    s = scores(net, layer, metric, n_steps)
+    return {m: asymmetry(s[f"{m} denoising"][None, None], s[f"{m} noising"][None, None])[0] for m in ("AP", "IG")}
