@@ -73,6 +73,8 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "batch_size": (int,),
     "tasks": (str, list),
     "neurons": (str, int),
+    "hidden": (int,),
+    "toy_seeds": (int,),
 }
 """The type every chapter parameter must have (``None`` allowed where listed)."""
 
@@ -97,7 +99,7 @@ def check_parameters(**values: Any) -> None:
                 f"parameter {key} must be {names}, got {value!r} ({type(value).__name__}); "
                 f"pass it as `-p {key} <{types[0].__name__}>`"
             )
-        if key in {"n_prompts", "ig_steps", "batch_size", "top_k"} and value < 1:
+        if key in {"n_prompts", "ig_steps", "batch_size", "top_k", "hidden", "toy_seeds"} and value < 1:
             raise ParameterError(f"parameter {key} must be at least 1, got {value}")
         if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):
             raise ParameterError(f"parameter neurons must be 'all' or a number of neurons per layer (>= 1), got {value!r}")
