@@ -12,6 +12,9 @@ Modules, one idea each:
 - :mod:`ig_ap.ig`: integrated gradients per layer, with completeness and path profiles.
 - :mod:`ig_ap.atp`: attribution patching, the first-order estimate of patching.
 - :mod:`ig_ap.analysis`: correlation, top-component overlap, asymmetry between methods.
+- :mod:`ig_ap.toy`: AND/OR toy networks, where each method's right answer is known.
+- :mod:`ig_ap.heads`: head sets patched jointly, one by one and as a linear combination;
+  direct logit attribution; path patching.
 - :mod:`ig_ap.results`: the on-disk cache of results, keyed by every input that changes them.
 - :mod:`ig_ap.replay`: re-running the upper layers from a recorded pass (what makes the
   kernels fast).

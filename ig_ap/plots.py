@@ -238,3 +238,28 @@ def completeness_bars(attribution, title: str) -> go.Figure:
     fig.update_layout(title=title, xaxis_title="layer", yaxis_title="completeness error / |clean − corrupted|",
                       yaxis_type="log", barmode="group")
     return fig
+
+
+def path_matrix(effects, senders: Sequence[str], receivers: Sequence[str], inputs: Sequence[str], title: str) -> go.Figure:
+    """Sender × receiver heatmaps of path-patching effects, one panel per receiver input (q, k, v).
+
+    ``effects`` is ``[input, sender, receiver]`` (or ``[input, sender, receiver, prompt]``,
+    averaged over prompts), in fractions of the clean−corrupted gap.
+    """
+    array = effects.detach().cpu().double().numpy() if hasattr(effects, "detach") else np.asarray(effects, dtype=float)
+    if array.ndim == 4:
+        array = array.mean(-1)
+    limit = float(np.abs(array).max()) or 1.0
+    fig = make_subplots(rows=1, cols=len(inputs), subplot_titles=[f"receiver's {x}" for x in inputs], shared_yaxes=True,
+                        horizontal_spacing=0.04)
+    for i, name in enumerate(inputs):
+        text = [[f"{s} → {r} ({name})" for r in receivers] for s in senders]
+        fig.add_trace(go.Heatmap(
+            z=array[i], x=list(receivers), y=list(senders), text=text, colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit,
+            showscale=i == len(inputs) - 1, colorbar=dict(title="effect"),
+            hovertemplate="%{text}<br>effect %{z:.4f}<extra></extra>",
+        ), row=1, col=i + 1)
+    fig.update_layout(title=title, height=260 + 22 * len(senders))
+    fig.update_xaxes(title_text="receiver")
+    fig.update_yaxes(title_text="sender", row=1, col=1)
+    return fig
