@@ -75,6 +75,9 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "tasks": (str, list),
     "neurons": (str, int),
     "hidden": (int,),
+    "name_movers": (str,),
+    "negative_name_movers": (str,),
+    "backup_name_movers": (str,),
     "toy_seeds": (int,),
 }
 """The type every chapter parameter must have (``None`` allowed where listed)."""

@@ -343,12 +343,45 @@ def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, 
     return {"name movers": movers, "negative name movers": negative, "backup name movers": backup[: max(0, n - n_movers)]}
 
 
-def head_sets(model, batch: Batch) -> tuple[dict[str, list[Head]], str]:
-    """The published IOI sets on GPT-2 small, else :func:`find_head_sets`; with a sentence saying which."""
+def parse_heads(text: str) -> list[Head]:
+    """Heads written as ``"L9H6, L10H7"`` or ``"9.6 10.7"``; :class:`AttributionError` in one line if malformed."""
+    import re
+
+    heads = []
+    for item in re.split(r"[,\s]+", text.strip()):
+        if not item:
+            continue
+        match = re.fullmatch(r"(?:[Ll](\d+)[Hh](\d+))|(?:(\d+)\.(\d+))", item)
+        if not match:
+            raise AttributionError(f"cannot read head {item!r}; write heads as L9H6 or 9.6, separated by commas or spaces")
+        layer, head = (int(g) for g in match.groups() if g is not None)
+        heads.append((layer, head))
+    return heads
+
+
+def head_sets(model, batch: Batch, **given: str) -> tuple[dict[str, list[Head]], str]:
+    """The IOI head sets and a sentence saying where they come from.
+
+    ``given`` may name any of ``name_movers``, ``negative_name_movers``,
+    ``backup_name_movers`` as text for :func:`parse_heads` (``"auto"`` or empty: not
+    given). Sets not given are the published ones on GPT-2 small, else found from data
+    (:func:`find_head_sets`).
+    """
+    keys = {"name_movers": "name movers", "negative_name_movers": "negative name movers", "backup_name_movers": "backup name movers"}
+    unknown = set(given) - set(keys)
+    if unknown:
+        raise AttributionError(f"unknown head set(s) {', '.join(sorted(unknown))}; give {', '.join(keys)}")
+    chosen = {keys[k]: check_heads(model, parse_heads(v), keys[k]) for k, v in given.items() if v and v.strip().lower() != "auto"}
     if is_gpt2_small(model):
-        return {k: list(v) for k, v in PUBLISHED_IOI_HEADS.items() if k != "S-inhibition"}, "the published IOI head classes of GPT-2 small (Wang et al. 2023)"
-    return find_head_sets(model, batch), (
-        "found from data: name movers are the 3 heads with the largest mean direct effect on the logit difference "
-        "(direct logit attribution on the clean prompts minus on the corrupted ones), negative name movers the 2 with "
-        "the most negative one, backup name movers the next 8 after the name movers"
-    )
+        sets = {k: list(v) for k, v in PUBLISHED_IOI_HEADS.items() if k != "S-inhibition"}
+        rule = "the published IOI head classes of GPT-2 small (Wang et al. 2023)"
+    else:
+        sets = find_head_sets(model, batch)
+        rule = ("found from data: name movers are the 3 heads with the largest mean direct effect on the logit difference "
+                "(direct logit attribution on the clean prompts minus on the corrupted ones), negative name movers the 2 with "
+                "the most negative one, backup name movers the next 8 after the name movers")
+    if chosen:
+        taken = {h for v in chosen.values() for h in v}
+        sets = {k: chosen.get(k, [h for h in v if h not in taken]) for k, v in sets.items()}  # the sets stay disjoint
+        rule = f"{', '.join(chosen)} as given by the parameters; the others {rule}"
+    return sets, rule

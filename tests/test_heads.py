@@ -126,3 +126,15 @@ def test_bad_heads_are_refused_in_one_line(tiny_gpt2):
     gt = make_dataset("greater_than", tiny_gpt2, n=2, seed=0).batch()
     with pytest.raises(AttributionError, match="logit-difference task"):
         heads.direct_logit_attribution(tiny_gpt2, gt)
+
+
+def test_head_sets_can_be_given_as_parameters(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=2, seed=0).batch()
+    assert heads.parse_heads("L1H2, 0.3  L1H0") == [(1, 2), (0, 3), (1, 0)]
+    sets, rule = heads.head_sets(tiny_gpt2, batch, name_movers="L1H2 L1H3", negative_name_movers="auto")
+    assert sets["name movers"] == [(1, 2), (1, 3)] and "as given by the parameters" in rule
+    assert not {(1, 2), (1, 3)} & (set(sets["negative name movers"]) | set(sets["backup name movers"]))
+    for bad, match in [(dict(name_movers="9-6"), "cannot read head"), (dict(name_movers="L9H6"), "does not exist"),
+                       (dict(movers="L1H2"), "unknown head set")]:
+        with pytest.raises(AttributionError, match=match):
+            heads.head_sets(tiny_gpt2, batch, **bad)
