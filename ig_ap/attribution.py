@@ -150,6 +150,14 @@ class Attribution:
         """Mean over prompts ``[layer, component]`` (NaN where not computed)."""
         return self[kind].mean(dim=0)
 
+    def share(self, kind: str) -> Float[Tensor, "layer component"]:
+        """Mean score over prompts divided by the mean clean−corrupted gap: each component's share of the gap.
+
+        The ratio of means, unlike the mean of :meth:`normalized`, stays finite when one
+        prompt's own gap is near zero; the chapters' maps and tables use it.
+        """
+        return self.mean(kind) / self.denominator.mean()
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={tuple(getattr(self, k).shape)}" for k in COMPONENTS if getattr(self, k) is not None)
         return f"Attribution({self.method}, {self.direction}, {shapes}, {self.seconds:.1f} s)"

@@ -71,7 +71,7 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "top_k": (int,),
     "n_prompts": (int,),
     "ig_steps": (int,),
-    "batch_size": (int,),
+    "batch_size": (int, type(None)),
     "tasks": (str, list),
     "neurons": (str, int),
     "hidden": (int,),
@@ -103,7 +103,7 @@ def check_parameters(**values: Any) -> None:
                 f"parameter {key} must be {names}, got {value!r} ({type(value).__name__}); "
                 f"pass it as `-p {key} <{types[0].__name__}>`"
             )
-        if key in {"n_prompts", "ig_steps", "batch_size", "top_k", "hidden", "toy_seeds"} and value < 1:
+        if key in {"n_prompts", "ig_steps", "batch_size", "top_k", "hidden", "toy_seeds"} and value is not None and value < 1:
             raise ParameterError(f"parameter {key} must be at least 1, got {value}")
         if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):
             raise ParameterError(f"parameter neurons must be 'all' or a number of neurons per layer (>= 1), got {value!r}")

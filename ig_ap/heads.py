@@ -131,7 +131,9 @@ class SetEffects:
 
     @property
     def fractions(self) -> dict[str, float]:
-        """Each patch's effect as a fraction of the joint patch's."""
+        """Each patch's effect as a fraction of the joint patch's (NaN where the joint effect is under 5% of the gap)."""
+        if abs(self.jointly) < 0.05:
+            return {"one by one (summed)": float("nan"), "linear combination": float("nan")}
         return {"one by one (summed)": self.one_by_one / self.jointly, "linear combination": self.linear_combination / self.jointly}
 
 

@@ -169,3 +169,12 @@ def test_batch_normalised_faithfulness_is_the_share_of_the_mean_gap(tiny_llama):
     torch.testing.assert_close(kept[1, 0], torch.tensor(1.0, dtype=kept.dtype), rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="normalize"):
         faithfulness(tiny_llama, batch, [{"heads": one}], normalize="median")
+
+
+def test_share_is_the_ratio_of_means_and_stays_finite_where_a_prompt_has_no_gap():
+    from ig_ap.attribution import Attribution
+
+    scores = torch.tensor([[[1.0, 2.0]], [[3.0, -2.0]]])
+    result = Attribution("activation_patching", "denoising", scores, None, torch.tensor([2.0, 1.0]), torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(result.share("heads"), torch.tensor([[2.0, 0.0]]))
+    assert torch.isinf(result.normalized().heads).any()  # the per-prompt ratio blows up on the zero-gap prompt
