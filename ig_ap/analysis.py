@@ -323,12 +323,15 @@ class Interaction:
         return self.joint - self.sum_of_singles
 
 
-def interaction(model, batch, candidates: Bool[Tensor, "layer component"], kind: str, direction: str) -> Interaction:
+def interaction(
+    model, batch, candidates: Bool[Tensor, "layer component"], kind: str, direction: str, normalize: str = "prompt"
+) -> Interaction:
     """Patch the candidate components together and one at a time; compare the effects.
 
     OR candidates are checked by noising (each alone is redundant in the clean run, together
     they are not); AND candidates by denoising (each alone does little in the corrupted run,
-    together they restore the behaviour). Effects are |change of the normalised metric|.
+    together they restore the behaviour). Effects are |change of the normalised metric|,
+    per prompt or (``normalize="batch"``, one column) as a share of the batch's mean gap.
     """
     index = candidates.nonzero().tolist()
     if not index:
@@ -338,7 +341,7 @@ def interaction(model, batch, candidates: Bool[Tensor, "layer component"], kind:
         one = torch.zeros_like(candidates, dtype=torch.bool)
         one[layer, component] = True
         singles.append({kind: one})
-    values = patch_sets(model, batch, [{kind: candidates.to(torch.bool)}] + singles, direction)
+    values = patch_sets(model, batch, [{kind: candidates.to(torch.bool)}] + singles, direction, normalize=normalize)
     base = 1.0 if direction == "noising" else 0.0
     effects = (values - base).abs()
     return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0))

@@ -108,11 +108,15 @@ def _overwrite(activation, hook, values: dict[int, Tensor]):
     return activation
 
 
-def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly") -> Float[Tensor, "prompt"]:
-    """The normalised metric of the corrupted run with ``heads`` patched together (see the module doc for ``mode``)."""
+def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly", runs=None) -> Float[Tensor, "prompt"]:
+    """The normalised metric of the corrupted run with ``heads`` patched together (see the module doc for ``mode``).
+
+    ``runs``: the clean and corrupted caches and metrics from ``_runs`` over (at least)
+    the heads' layers, to reuse across many patches of one batch.
+    """
     heads = check_heads(model, heads)
     names = sorted({result_hook(l) for l, _ in heads})
-    clean, corrupted, m_clean, m_corrupted = _runs(model, batch, names)
+    clean, corrupted, m_clean, m_corrupted = runs or _runs(model, batch, names)
     values = _set_outputs(heads, names, clean, corrupted, mode)
     hooks = [(name, functools.partial(_overwrite, values=values[name])) for name in names]
     with torch.no_grad():
@@ -140,9 +144,10 @@ class SetEffects:
 def set_effects(model, batch: Batch, heads: Sequence[Head]) -> SetEffects:
     """Patch ``heads`` one by one (effects summed), jointly, and as a linear combination; means over prompts."""
     heads = check_heads(model, heads)
-    singles = sum(patch_heads(model, batch, [h]).mean().item() for h in heads)
-    return SetEffects(heads, singles, patch_heads(model, batch, heads).mean().item(),
-                      patch_heads(model, batch, heads, "linear_combination").mean().item())
+    runs = _runs(model, batch, sorted({result_hook(l) for l, _ in heads}))  # once for every patch below
+    singles = sum(patch_heads(model, batch, [h], runs=runs).mean().item() for h in heads)
+    return SetEffects(heads, singles, patch_heads(model, batch, heads, runs=runs).mean().item(),
+                      patch_heads(model, batch, heads, "linear_combination", runs=runs).mean().item())
 
 
 # --------------------------------------------------------------------------- direct logit attribution

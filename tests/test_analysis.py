@@ -128,6 +128,12 @@ def test_interaction_of_candidates(tiny_gpt2):
     expected = ap.heads[:, 1, 0].abs() + ap.heads[:, 0, 3].abs()
     torch.testing.assert_close(pair.sum_of_singles, expected.to(pair.joint.dtype), rtol=0, atol=1e-4)
     assert (pair.excess != 0).any()
+    # As a share of the batch's mean gap: one column, the batch-mean AP over the mean gap.
+    raw = activation_patching(tiny_gpt2, batch, direction="denoising", components="heads", progress=False)
+    batch_single = interaction(tiny_gpt2, batch, one, "heads", "denoising", normalize="batch")
+    assert batch_single.joint.shape == (1,)
+    torch.testing.assert_close(batch_single.joint[0], (raw.heads[:, 1, 0].mean() / raw.denominator.mean()).abs().to(batch_single.joint.dtype),
+                               rtol=0, atol=1e-4)
 
 
 def test_direction_asymmetry_orients_ig_like_ap():
