@@ -108,7 +108,17 @@ def _unflatten(tensors: dict[str, torch.Tensor], info: dict) -> Attribution:
 
 def save(attribution: Attribution, path: str | Path, key: dict) -> Path:
     """Write ``attribution`` to ``path`` (a stem: ``.safetensors`` and ``.json`` are added), atomically."""
-    path = Path(path)
+    return _write(Path(path), _flatten(attribution), {
+        "key": key,
+        "method": attribution.method,
+        "direction": attribution.direction,
+        "meta": json.loads(json.dumps(attribution.meta, default=str)),
+        "seconds": attribution.seconds,
+    })
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], sidecar: dict) -> Path:
+    """Tensors and their JSON sidecar (with the tensors' SHA-256), each written to a temporary and renamed, JSON last."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors_path, sidecar_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
     fd, tmp_tensors = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".safetensors.tmp", dir=path.parent)
@@ -116,16 +126,8 @@ def save(attribution: Attribution, path: str | Path, key: dict) -> Path:
     fd, tmp_sidecar = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".json.tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(_flatten(attribution), tmp_tensors)
-        sidecar = {
-            "key": key,
-            "method": attribution.method,
-            "direction": attribution.direction,
-            "meta": json.loads(json.dumps(attribution.meta, default=str)),
-            "seconds": attribution.seconds,
-            "sha256": file_sha256(Path(tmp_tensors)),
-        }
-        Path(tmp_sidecar).write_text(json.dumps(sidecar, indent=1))
+        save_file(tensors, tmp_tensors)
+        Path(tmp_sidecar).write_text(json.dumps({**sidecar, "sha256": file_sha256(Path(tmp_tensors))}, indent=1))
         os.replace(tmp_tensors, tensors_path)
         os.replace(tmp_sidecar, sidecar_path)  # last: until it is in place, nothing loads
     finally:
@@ -203,3 +205,28 @@ def compute(model, dataset, method: str, direction: str = "denoising", *, direct
     )
     directory = Path(directory) if directory is not None else cache_dir() / "results"
     return cached(directory, key, lambda: kernels[method](model, dataset.batch(), direction=direction, **options))
+
+
+def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, directory: str | Path | None = None,
+         modules: tuple[str, ...] = (), **options) -> torch.Tensor:
+    """A tensor that ``compute()`` gives for ``dataset`` on ``model``, from the cache when its key matches.
+
+    For computations that are not attribution kernels (``ig_ap.heads.path_patching``, ...):
+    the key holds the model, the dataset (task, variant, seed, size), ``name``, the
+    ``options`` (plain JSON) and, besides the computing modules' hash that every key has,
+    a hash of each module named in ``modules`` (e.g. ``("heads",)``), so changed code
+    never reuses old numbers. Written atomically like every result.
+    """
+    from ig_ap.models import cache_dir, model_info
+
+    extra = {f"code_{m}": hashlib.sha256((Path(ig_ap.__file__).parent / f"{m}.py").read_bytes()).hexdigest()[:16] for m in modules}
+    key = result_key(model=model_info(model).model_id, task=dataset.task.value, variant=dataset.variant, seed=dataset.seed,
+                     n=len(dataset), method=name, **extra, **options)
+    path = Path(directory) if directory is not None else cache_dir() / "results"
+    path = path / result_name(key)
+    found = _read(path)
+    if found is not None and _key_text(found[0]["key"]) == _key_text(key):
+        return found[1]["value"]
+    value = compute()
+    _write(path, {"value": value.detach().cpu().contiguous()}, {"key": key, "method": name})
+    return value

@@ -126,3 +126,27 @@ def test_compute_keys_on_dataset_and_options(tmp_path, tiny_gpt2):
     assert len(list(tmp_path.glob("*.json"))) == 2
     with pytest.raises(ValueError, match="unknown method"):
         compute(tiny_gpt2, data, "shap", directory=tmp_path)
+
+
+def test_memo_computes_once_per_key_and_misses_when_options_change(tmp_path, tiny_gpt2):
+    from ig_ap.results import memo
+    from ig_ap.tasks import make_dataset
+
+    data = make_dataset("ioi", tiny_gpt2, n=2, seed=0)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(6.0).view(2, 3) * len(calls)
+
+    first = memo(tiny_gpt2, data, "thing", compute, directory=tmp_path, modules=("heads",), senders=[[0, 1]])
+    again = memo(tiny_gpt2, data, "thing", compute, directory=tmp_path, modules=("heads",), senders=[[0, 1]])
+    torch.testing.assert_close(first, again)
+    assert len(calls) == 1
+    other = memo(tiny_gpt2, data, "thing", compute, directory=tmp_path, modules=("heads",), senders=[[1, 1]])
+    assert len(calls) == 2 and not torch.equal(other, first)
+    # a damaged tensors file is not reused
+    for f in tmp_path.glob("*.safetensors"):
+        f.write_bytes(f.read_bytes()[:-3])
+    memo(tiny_gpt2, data, "thing", compute, directory=tmp_path, modules=("heads",), senders=[[0, 1]])
+    assert len(calls) == 3
