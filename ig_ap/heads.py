@@ -133,6 +133,10 @@ class SetEffects:
     jointly: float
     linear_combination: float
 
+    def values(self) -> tuple[float, float, float]:
+        """(one by one, jointly, linear combination): the numbers, e.g. to store them."""
+        return self.one_by_one, self.jointly, self.linear_combination
+
     @property
     def fractions(self) -> dict[str, float]:
         """Each patch's effect as a fraction of the joint patch's (NaN where the joint effect is under 5% of the gap)."""

@@ -38,6 +38,7 @@ def test_a_linear_combination_within_one_layer_equals_the_joint_patch_and_differ
     assert effects.one_by_one == pytest.approx(singles, abs=1e-6)
     expected = effects.linear_combination / effects.jointly if abs(effects.jointly) >= 0.05 else float("nan")
     assert effects.fractions["linear combination"] == pytest.approx(expected, nan_ok=True)
+    assert heads.SetEffects(effects.heads, *effects.values()) == effects
     tiny = heads.SetEffects([(0, 0)], one_by_one=0.3, jointly=0.01, linear_combination=0.2)
     assert all(v != v for v in tiny.fractions.values())  # undefined, not a huge ratio, when the joint effect is ~0
 
