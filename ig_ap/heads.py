@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ig_ap.attribution import AttributionError
 from ig_ap.models import model_info
-from ig_ap.tasks import Batch, Task, final_logits
+from ig_ap.tasks import Batch, Task, final_logits, normalized
 
 Head = tuple[int, int]
 
@@ -121,7 +121,7 @@ def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly
     hooks = [(name, functools.partial(_overwrite, values=values[name])) for name in names]
     with torch.no_grad():
         logits = model.run_with_hooks(batch.corrupted, fwd_hooks=hooks)
-    return ((batch.metric(logits, batch) - m_corrupted) / (m_clean - m_corrupted)).cpu()
+    return normalized(batch.metric(logits, batch), m_clean, m_corrupted).cpu()
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,7 @@ def path_patching(
                     index = r_head if x == "q" else r_head // group
                     hook = (qkv_name(r_layer, x), functools.partial(replace, index=index, value=store[r_layer, x]))
                     logits = model.run_with_hooks(batch.corrupted, fwd_hooks=[hook])
-                    out[i, s, r] = ((batch.metric(logits, batch) - m_corrupted) / (m_clean - m_corrupted)).cpu()
+                    out[i, s, r] = normalized(batch.metric(logits, batch), m_clean, m_corrupted).cpu()
     return out
 
 

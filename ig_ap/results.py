@@ -41,11 +41,11 @@ COMPUTING_MODULES = ("models", "tasks", "attribution", "replay", "patching", "ig
 """The modules whose code decides the numbers of a result (figures and the runner do not)."""
 
 
-@functools.lru_cache(maxsize=1)
-def code_hash() -> str:
+@functools.lru_cache(maxsize=None)
+def code_hash(modules: tuple[str, ...] = COMPUTING_MODULES) -> str:
     """Hash of the modules that compute results: a result computed by other code is another result."""
     digest = hashlib.sha256()
-    for name in COMPUTING_MODULES:
+    for name in modules:
         digest.update((Path(ig_ap.__file__).parent / f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -185,7 +185,6 @@ def compute(model, dataset, method: str, direction: str = "denoising", *, direct
     """
     from ig_ap.atp import attribution_patching
     from ig_ap.ig import integrated_gradients
-    from ig_ap.models import cache_dir, model_info
     from ig_ap.patching import activation_patching
 
     kernels = {"ap": activation_patching, "ig": integrated_gradients, "atp": attribution_patching}
@@ -199,12 +198,23 @@ def compute(model, dataset, method: str, direction: str = "denoising", *, direct
         return list(v) if isinstance(v, tuple) else v
 
     keyed = {k: plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
-    key = result_key(
-        model=model_info(model).model_id, task=dataset.task.value, variant=dataset.variant, seed=dataset.seed,
-        n=len(dataset), method=method, direction=direction, **keyed,
-    )
-    directory = Path(directory) if directory is not None else cache_dir() / "results"
-    return cached(directory, key, lambda: kernels[method](model, dataset.batch(), direction=direction, **options))
+    key = _dataset_key(model, dataset, method=method, direction=direction, **keyed)
+    return cached(_directory(directory), key, lambda: kernels[method](model, dataset.batch(), direction=direction, **options))
+
+
+def _dataset_key(model, dataset, **fields) -> dict:
+    """:func:`result_key` of a computation on ``dataset`` with ``model``: model, task, variant, seed, size, ``fields``."""
+    from ig_ap.models import model_info
+
+    return result_key(model=model_info(model).model_id, task=dataset.task.value, variant=dataset.variant,
+                      seed=dataset.seed, n=len(dataset), **fields)
+
+
+def _directory(directory: str | Path | None) -> Path:
+    """The results folder: ``directory``, else ``cache_dir()/results``."""
+    from ig_ap.models import cache_dir
+
+    return Path(directory) if directory is not None else cache_dir() / "results"
 
 
 def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, directory: str | Path | None = None,
@@ -217,13 +227,9 @@ def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, dire
     a hash of each module named in ``modules`` (e.g. ``("heads",)``), so changed code
     never reuses old numbers. Written atomically like every result.
     """
-    from ig_ap.models import cache_dir, model_info
-
-    extra = {f"code_{m}": hashlib.sha256((Path(ig_ap.__file__).parent / f"{m}.py").read_bytes()).hexdigest()[:16] for m in modules}
-    key = result_key(model=model_info(model).model_id, task=dataset.task.value, variant=dataset.variant, seed=dataset.seed,
-                     n=len(dataset), method=name, **extra, **options)
-    path = Path(directory) if directory is not None else cache_dir() / "results"
-    path = path / result_name(key)
+    extra = {f"code_{m}": code_hash((m,)) for m in modules}
+    key = _dataset_key(model, dataset, method=name, **extra, **options)
+    path = _directory(directory) / result_name(key)
     found = _read(path)
     if found is not None and _key_text(found[0]["key"]) == _key_text(key):
         return found[1]["value"]
