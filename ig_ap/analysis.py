@@ -10,9 +10,8 @@ that a method did not compute (NaN, e.g. a neuron subset) are left out of every 
 - :func:`top_components`, :func:`jaccard`, :func:`precision_recall`: the components
   with the largest |score| (top-k or top quantile, by mean over prompts), and how the
   sets of two methods overlap.
-- :func:`patch_sets`, :func:`faithfulness`, :func:`faithfulness_curve`: the share of the
-  clean−corrupted gap kept when everything outside a set of components is ablated.
-- :func:`interaction`: candidates patched together versus one at a time.
+
+Statistics that run the model (faithfulness, joint patches) live in :mod:`ig_ap.ablation`.
 - :func:`asymmetry`, :func:`latent_candidates`: how two AP directions disagree, and the
   AND / OR candidates chosen by the *sign* of the asymmetry (not its absolute value,
   which made both sets identical in the original notebooks).
@@ -20,10 +19,8 @@ that a method did not compute (NaN, e.g. a neuron subset) are left out of every 
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from jaxtyping import Bool, Float
@@ -199,149 +196,3 @@ def latent_candidates(asym: Float[Tensor, "layer component"], k: int) -> tuple[B
     and_set[negative[flat[negative].argsort()[:k]]] = True
     or_set[positive[flat[positive].argsort(descending=True)[:k]]] = True
     return and_set.view_as(asym), or_set.view_as(asym)
-
-
-# --------------------------------------------------------------------------- faithfulness
-
-
-def patch_sets(
-    model,
-    batch,
-    sets: Sequence[dict[str, Bool[Tensor, "layer component"]]],
-    direction: str = "noising",
-    value: str = "other",
-    metric=None,
-    device: str | None = None,
-    normalize: str = "prompt",
-) -> Float[Tensor, "set prompt"]:
-    """The normalised metric after patching each set of components together, all sets in one batched pass.
-
-    Each element of ``sets`` maps a component kind (``"heads"``, ``"neurons"``) to a
-    ``[layer, component]`` mask of the components patched (kinds not named are left
-    alone). ``direction="noising"``: the base run is the clean one and patched components
-    take their corrupted value (``value="other"``) or their mean over the batch's clean
-    prompts (``value="mean"``); ``"denoising"``: the base run is the corrupted one and they
-    take their clean value. Returns (metric − metric(corrupted)) / (metric(clean) −
-    metric(corrupted)) per set and prompt: 1 is the clean run's metric, 0 the corrupted's.
-    ``normalize="batch"`` divides the batch means instead (one column, ``[set, 1]``): the
-    share of the batch's mean gap, which stays finite where a prompt's own gap is near 0.
-    """
-    if normalize not in ("prompt", "batch"):
-        raise ValueError(f"normalize must be 'prompt' or 'batch', got {normalize!r}")
-    from ig_ap.attribution import hook_name, prepare
-    from ig_ap.replay import final_batch, metric_rows, run_from, trace
-
-    if value not in ("other", "mean"):
-        raise ValueError(f"value must be 'other' or 'mean', got {value!r}")
-    if not sets:
-        raise ValueError("give at least one set of components")
-    kinds = sorted({k for s in sets for k in s})
-    setup = prepare(model, batch, metric, direction, kinds, device)
-    info, metric, batch = setup.info, setup.metric, setup.batch
-    names = [hook_name(k, l) for k in kinds for l in range(info.n_layers)]
-    with torch.no_grad():
-        clean = trace(model, batch.clean, batch.last, names)
-        corrupted = trace(model, batch.corrupted, batch.last, names)
-        base, other = (clean, corrupted) if direction == "noising" else (corrupted, clean)
-        C, P = len(sets), len(batch)
-        hooks = []
-        for kind in kinds:
-            size = info.n_heads if kind == "heads" else info.d_mlp
-            for layer in range(info.n_layers):
-                name = hook_name(kind, layer)
-                source = other.cache[name] if value == "other" else clean.cache[name].mean(0, keepdim=True).expand_as(clean.cache[name])
-                masks = torch.stack([
-                    s[kind][layer].to(torch.bool) if kind in s else torch.zeros(size, dtype=torch.bool) for s in sets
-                ]).to(source.device)  # [set, component]: True = patched
-                hooks.append((name, functools.partial(_patch_masked, source=source, masks=masks, n_prompts=P)))
-        final = run_from(model, base, 0, C, hooks, last=batch.last)
-        values = metric_rows(metric, final, batch, C).view(C, P)
-        m_clean = metric(clean.final[:, None], final_batch(batch))
-        m_corrupted = metric(corrupted.final[:, None], final_batch(batch))
-    if normalize == "batch":
-        values, m_clean, m_corrupted = values.mean(1, keepdim=True), m_clean.mean(), m_corrupted.mean()
-    return ((values - m_corrupted) / (m_clean - m_corrupted)).cpu()
-
-
-def _patch_masked(activation, hook, source, masks, n_prompts):
-    """Rows of set ``j`` take ``source`` for the components where ``masks[j]`` is True."""
-    patch = masks.repeat_interleave(n_prompts, dim=0)  # [row, component]
-    patch = patch[:, None, :, None] if activation.dim() == 4 else patch[:, None, :]
-    source = source.repeat(activation.shape[0] // source.shape[0], *([1] * (source.dim() - 1)))
-    return torch.where(patch, source, activation)
-
-
-def faithfulness(
-    model,
-    batch,
-    keep: Sequence[dict[str, Bool[Tensor, "layer component"]]],
-    ablation: str = "corrupted",
-    metric=None,
-    device: str | None = None,
-    normalize: str = "prompt",
-) -> Float[Tensor, "set prompt"]:
-    """The normalised metric kept when every component *outside* each set is ablated in the clean run.
-
-    ``keep`` holds, per set, ``{kind: [layer, component] mask of the components kept}``;
-    kinds not named are left intact. Ablated components take their corrupted value
-    (``ablation="corrupted"``) or their mean over the batch's clean prompts (``"mean"``).
-    1 when nothing is ablated, 0 when every component is ablated to its corrupted value.
-    To ablate only a set, pass its complement. ``normalize``: see :func:`patch_sets`.
-    """
-    if ablation not in ("corrupted", "mean"):
-        raise ValueError(f"ablation must be 'corrupted' or 'mean', got {ablation!r}")
-    if not keep:
-        raise ValueError("keep must hold at least one set")
-    ablated = [{kind: ~mask.to(torch.bool) for kind, mask in s.items()} for s in keep]
-    return patch_sets(model, batch, ablated, "noising", "other" if ablation == "corrupted" else "mean", metric, device, normalize)
-
-
-def faithfulness_curve(
-    model,
-    batch,
-    scores: Float[Tensor, "prompt layer component"],
-    kind: str,
-    sizes: Sequence[int],
-    ablation: str = "corrupted",
-    normalize: str = "prompt",
-) -> Float[Tensor, "size prompt"]:
-    """Faithfulness of the top-``k`` components of ``kind`` by mean |score|, for each ``k`` in ``sizes``."""
-    sets = [{kind: top_components(scores, k=k)} for k in sizes]
-    return faithfulness(model, batch, sets, ablation=ablation, normalize=normalize)
-
-
-@dataclass(frozen=True)
-class Interaction:
-    """Effect of patching candidates together versus the sum of patching each alone (normalised units)."""
-
-    joint: Float[Tensor, "prompt"]
-    sum_of_singles: Float[Tensor, "prompt"]
-
-    @property
-    def excess(self) -> Float[Tensor, "prompt"]:
-        """joint − sum of singles: > 0 is the signature of AND/OR (non-additive) behaviour."""
-        return self.joint - self.sum_of_singles
-
-
-def interaction(
-    model, batch, candidates: Bool[Tensor, "layer component"], kind: str, direction: str, normalize: str = "prompt"
-) -> Interaction:
-    """Patch the candidate components together and one at a time; compare the effects.
-
-    OR candidates are checked by noising (each alone is redundant in the clean run, together
-    they are not); AND candidates by denoising (each alone does little in the corrupted run,
-    together they restore the behaviour). Effects are |change of the normalised metric|,
-    per prompt or (``normalize="batch"``, one column) as a share of the batch's mean gap.
-    """
-    index = candidates.nonzero().tolist()
-    if not index:
-        raise ValueError("no candidates to check")
-    singles = []
-    for layer, component in index:
-        one = torch.zeros_like(candidates, dtype=torch.bool)
-        one[layer, component] = True
-        singles.append({kind: one})
-    values = patch_sets(model, batch, [{kind: candidates.to(torch.bool)}] + singles, direction, normalize=normalize)
-    base = 1.0 if direction == "noising" else 0.0
-    effects = (values - base).abs()
-    return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0))

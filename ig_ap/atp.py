@@ -18,14 +18,24 @@ method="riemann_left", context="baseline")``), which the tests check.
 from __future__ import annotations
 
 import functools
-import time
 from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
-from ig_ap.attribution import Attribution, empty_scores, hook_name, prepare
-from ig_ap.replay import final_batch, trace
+from ig_ap.attribution import Attribution, hook_name, prepare
+from ig_ap.replay import run_from, trace
 from ig_ap.tasks import Batch
+
+
+def _leaf(activation, hook):
+    """The graph starts here, whether or not the weights require grad."""
+    return activation.detach().requires_grad_(True)
+
+
+def _keep(activation, hook, name, store):  # the name is bound here, not read from hook.name
+    store[name] = activation
+    return activation
 
 
 def attribution_patching(
@@ -35,57 +45,50 @@ def attribution_patching(
     direction: str = "denoising",
     components: str | Sequence[str] = ("heads", "neurons"),
     *,
+    layers: Sequence[int] | None = None,
+    internal_batch_size: int | None = None,
+    memory_mb: float = 1024,
+    share_prefix: bool = True,
     device: str | None = None,
+    progress: bool = True,
     meta: dict | None = None,
 ) -> Attribution:
     """First-order estimate of AP for every head and neuron: one forward and backward pass.
 
-    Arguments and result as :func:`ig_ap.patching.activation_patching`.
+    Arguments and result as :func:`ig_ap.patching.activation_patching`; here
+    ``internal_batch_size`` is the number of prompts per forward and backward pass (each
+    prompt is one row), and ``layers`` the layers whose components are scored (the pass
+    always runs the whole model; the others are NaN).
     """
-    started = time.perf_counter()
-    setup = prepare(model, batch, metric, direction, components, device)
-    direction, components, info, device, metric, batch, _ = setup
-    base_tokens, source_tokens = setup.runs()
-    names = [hook_name(k, l) for l in range(info.n_layers) for k in components]
-    source = trace(model, source_tokens, batch.last, names)
-
-    kept: dict[str, torch.Tensor] = {}
-
-    def keep(activation, hook, name):  # the name is bound here, not read from hook.name
-        kept[name] = activation
-        return activation
-
-    def leaf(activation, hook):  # the graph starts here, whether or not the weights require grad
-        return activation.detach().requires_grad_(True)
-
-    hooks = [("hook_embed", leaf)] + [(n, functools.partial(keep, name=n)) for n in names]
-    with torch.enable_grad():
-        with model.hooks(fwd_hooks=hooks):
-            logits = model(base_tokens, return_type="logits")
-        values = metric(logits, batch)
-        grads = torch.autograd.grad(values.sum(), [kept[n] for n in names])
-    gradient = dict(zip(names, grads))
-    base_metric = values.detach()
-    source_metric = metric(source.final[:, None], final_batch(batch)).detach()
-    clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoising" else (base_metric, source_metric)
-
+    setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
+                    memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
+    info, metric, batch = setup.info, setup.metric, setup.batch
+    names = [hook_name(k, l) for l in setup.layers for k in setup.components]
     P = len(batch)
-    scores = {}
-    for kind in components:
-        size = info.n_heads if kind == "heads" else info.d_mlp
-        out = empty_scores(P, info.n_layers, size)
-        for layer in range(info.n_layers):
-            name = hook_name(kind, layer)
-            product = (source.cache[name] - kept[name].detach()) * gradient[name]
-            out[:, layer] = product.sum(dim=(1, 3) if kind == "heads" else (1,)).float().cpu()
-        scores[kind] = out
-    return Attribution(
-        method="attribution_patching",
-        direction=direction,
-        heads=scores.get("heads"),
-        neurons=scores.get("neurons"),
-        clean_metric=clean_metric.float().cpu(),
-        corrupted_metric=corrupted_metric.float().cpu(),
-        meta={"model": info.model_id, "task": getattr(batch.task, "value", batch.task), "n_prompts": P, **(meta or {})},
-        seconds=time.perf_counter() - started,
-    )
+    rows = setup.rows_per_pass(model, batch.clean.shape[1], info.n_layers, True)
+    scores = {kind: setup.empty(kind) for kind in setup.components}
+    base_metric, source_metric = torch.zeros(P), torch.zeros(P)
+    prefixes = []
+    for start in tqdm(range(0, P, rows), desc=f"AtP {setup.direction}", unit="pass", disable=not setup.progress):
+        index = list(range(start, min(start + rows, P)))
+        chunk = batch.select(index)
+        base_tokens, source_tokens = (chunk.corrupted, chunk.clean) if setup.direction == "denoising" else (chunk.clean, chunk.corrupted)
+        prefix = chunk.first_difference() if setup.share_prefix else 0
+        prefixes.append(prefix)
+        with torch.no_grad():
+            source = trace(model, source_tokens, chunk.last, names, prefix=prefix)
+            base = trace(model, base_tokens, chunk.last, prefix=prefix)
+        kept: dict[str, torch.Tensor] = {}
+        hooks = [("blocks.0.hook_resid_pre", _leaf)] + [(n, functools.partial(_keep, name=n, store=kept)) for n in names]
+        with torch.enable_grad():
+            values = metric(run_from(model, base, 0, 1, hooks, last=chunk.last), chunk)
+            grads = torch.autograd.grad(values.sum(), [kept[n] for n in names])
+        base_metric[index] = values.detach().float().cpu()
+        source_metric[index] = metric(source.final, chunk).float().cpu()
+        for name, gradient in zip(names, grads):
+            kind = "heads" if name.endswith("hook_z") else "neurons"
+            layer = int(name.split(".")[1])
+            product = (source.cache[name] - kept[name].detach()) * gradient  # positions after the prefix; before it, 0
+            scores[kind][index, layer] = product.sum(dim=(1, 3) if kind == "heads" else (1,)).float().cpu()
+    clean_metric, corrupted_metric = (source_metric, base_metric) if setup.direction == "denoising" else (base_metric, source_metric)
+    return setup.result("attribution_patching", scores, clean_metric, corrupted_metric, shared_prefix=min(prefixes))

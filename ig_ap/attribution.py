@@ -15,18 +15,27 @@ Components: ``"heads"`` (each attention head's output, patched at ``hook_z`` at 
 position) and ``"neurons"`` (``mlp.hook_post`` of every MLP neuron at every position).
 Scores are per prompt: heads ``[prompt, layer, head]``, neurons ``[prompt, layer, d_mlp]``,
 in the metric's own units (:meth:`Attribution.normalized` divides by
-metric(clean) − metric(corrupted), prompt by prompt). Neurons not computed (a subset was
-asked for) are NaN.
+metric(clean) − metric(corrupted), prompt by prompt). Whatever a kernel did not compute
+(layers left out with ``layers=``, neurons outside a subset) is NaN, never 0, so that
+statistics drop it instead of counting it as "no effect".
+
+Metrics: ``metric(final, batch)`` takes each prompt's last-token logits ``[..., prompt,
+vocab]`` (leading dimensions broadcast) and returns ``[..., prompt]``; ``batch.score(logits)``
+serves callers that hold full logits ``[prompt, pos, vocab]``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from ig_ap.models import model_info
+from ig_ap.replay import rows_per_pass
 
 DIRECTIONS = ("denoising", "noising")
 COMPONENTS = ("heads", "neurons")
@@ -68,8 +77,16 @@ def check_batch(batch) -> None:
         )
 
 
-class Setup(NamedTuple):
-    """A kernel's checked common arguments."""
+@dataclass
+class Setup:
+    """A kernel's checked arguments, the options every kernel shares, and the result it builds.
+
+    Every kernel takes the same keywords with the same meaning: ``layers`` (which layers to
+    attribute; the others are NaN), ``internal_batch_size`` (rows per forward pass: component
+    × prompt for AP, step × prompt for IG, prompts for AtP; by default what fits
+    ``memory_mb``), ``memory_mb``, ``share_prefix``, ``device``, ``progress`` and ``meta``
+    (extra fields for the result's metadata).
+    """
 
     direction: str
     components: tuple[str, ...]
@@ -78,17 +95,52 @@ class Setup(NamedTuple):
     metric: Callable
     batch: Any  # ig_ap.tasks.Batch, on ``device``
     layers: list[int]
+    internal_batch_size: int | None = None
+    memory_mb: float = 1024
+    share_prefix: bool = True
+    progress: bool = True
+    meta: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    rows: list[int] = field(default_factory=list)  # rows of every pass run, for the metadata
 
     def runs(self):
         """(tokens of the run patched into / the IG baseline, tokens of the other run)."""
         b = self.batch
         return (b.corrupted, b.clean) if self.direction == "denoising" else (b.clean, b.corrupted)
 
+    def rows_per_pass(self, model, n_positions: int, n_layers: int, grad: bool) -> int:
+        """``internal_batch_size`` if given, else the rows that fit ``memory_mb`` for a pass over ``n_layers`` layers."""
+        rows = self.internal_batch_size or rows_per_pass(model, n_positions, n_layers, grad, self.memory_mb)
+        self.rows.append(rows)
+        return rows
 
-def prepare(model, batch, metric, direction, components, device=None, layers=None) -> Setup:
+    def empty(self, kind: str) -> Float[Tensor, "prompt layer component"]:
+        """Scores of ``kind`` for every prompt, layer and component, NaN until computed."""
+        size = self.info.n_heads if kind == "heads" else self.info.d_mlp
+        return torch.full((len(self.batch), self.info.n_layers, size), float("nan"), dtype=torch.float32)
+
+    def result(self, method: str, scores: dict[str, Tensor], clean_metric: Tensor, corrupted_metric: Tensor, /,
+               completeness=None, path_profile=None, **meta: Any) -> "Attribution":
+        """The :class:`Attribution` of this run, with the metadata every kernel records and ``meta``."""
+        return Attribution(
+            method=method,
+            direction=self.direction,
+            heads=scores.get("heads"),
+            neurons=scores.get("neurons"),
+            clean_metric=clean_metric.detach().float().cpu(),
+            corrupted_metric=corrupted_metric.detach().float().cpu(),
+            meta={"model": self.info.model_id, "task": getattr(self.batch.task, "value", self.batch.task),
+                  "n_prompts": len(self.batch), "layers": self.layers, "components": list(self.components),
+                  "rows_per_pass": max(self.rows, default=None), **meta, **self.meta},
+            completeness=completeness,
+            path_profile=path_profile,
+            seconds=time.perf_counter() - self.started,
+        )
+
+
+def prepare(model, batch, metric, direction, components, *, layers=None, internal_batch_size=None, memory_mb=1024,
+            share_prefix=True, device=None, progress=True, meta=None) -> Setup:
     """Check what every kernel takes, before any computation; put the batch on the device."""
-    from ig_ap.models import model_info
-
     direction = check_direction(direction)
     components = check_components(components)
     check_batch(batch)
@@ -100,8 +152,14 @@ def prepare(model, batch, metric, direction, components, device=None, layers=Non
         bad = [l for l in layers if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < info.n_layers]
         if bad:
             raise AttributionError(f"layers {bad} are not layers of this model (0 … {info.n_layers - 1})")
+    if internal_batch_size is not None and (isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int)
+                                            or internal_batch_size < 1):
+        raise AttributionError(f"internal_batch_size must be a positive int (rows per pass) or None, got {internal_batch_size!r}")
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or memory_mb <= 0:
+        raise AttributionError(f"memory_mb must be a positive number, got {memory_mb!r}")
     device = device or info.device
-    return Setup(direction, components, info, device, metric or batch.metric, batch.to(device), layers)
+    return Setup(direction, components, info, device, metric or batch.metric, batch.to(device), layers,
+                 internal_batch_size, memory_mb, bool(share_prefix), bool(progress), dict(meta or {}))
 
 
 @dataclass
@@ -161,7 +219,3 @@ class Attribution:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={tuple(getattr(self, k).shape)}" for k in COMPONENTS if getattr(self, k) is not None)
         return f"Attribution({self.method}, {self.direction}, {shapes}, {self.seconds:.1f} s)"
-
-
-def empty_scores(n_prompts: int, n_layers: int, n_components: int, fill: float = 0.0) -> Tensor:
-    return torch.full((n_prompts, n_layers, n_components), fill, dtype=torch.float32)

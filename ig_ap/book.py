@@ -30,11 +30,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass
+
 import ig_ap
-from ig_ap.models import EMBEDDED
+from ig_ap.models import EMBEDDED, ModelInfo, load_model, model_info
+from ig_ap.plots import plotly_js_path, use_offline_renderer
+from ig_ap.tasks import Task, parse_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository (where ``_toc.yml`` and ``book/`` live)."""
+
+GPU_MEMORY_MB = 32768
+"""The gpu profile's memory budget per kernel pass (MiB)."""
 
 PROFILES: dict[str, dict[str, Any]] = {
     # The default: the embedded model on a 2-core CPU, sized so that the whole book builds
@@ -46,8 +53,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "chapters": {"01_background": {"ig_steps": 32, "neurons": 64}, "05_head_patching": {"n_prompts": 8}},
     },
     # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
+    # The kernels size their passes from memory_mb (rows = component × prompt or step ×
+    # prompt): 32 GiB lets one pass hold every head of a layer, or dozens of IG steps, for
+    # 100 GPT-2 prompts, where the CPU default of 1 GiB would run one step per pass.
     "gpu": {"model": "gpt2", "device": "cuda", "seed": 0, "n_prompts": 100, "ig_steps": 50, "neurons": "all",
-            "batch_size": 100},
+            "internal_batch_size": None, "memory_mb": GPU_MEMORY_MB},
 }
 """Parameters per profile; ``chapters`` holds per-chapter overrides (by notebook stem)."""
 
@@ -71,7 +81,8 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "top_k": (int,),
     "n_prompts": (int,),
     "ig_steps": (int,),
-    "batch_size": (int, type(None)),
+    "internal_batch_size": (int, type(None)),
+    "memory_mb": (int, float),
     "tasks": (str, list),
     "neurons": (str, int),
     "hidden": (int,),
@@ -103,10 +114,44 @@ def check_parameters(**values: Any) -> None:
                 f"parameter {key} must be {names}, got {value!r} ({type(value).__name__}); "
                 f"pass it as `-p {key} <{types[0].__name__}>`"
             )
-        if key in {"n_prompts", "ig_steps", "batch_size", "top_k", "hidden", "toy_seeds"} and value is not None and value < 1:
+        if key in {"n_prompts", "ig_steps", "internal_batch_size", "top_k", "hidden", "toy_seeds"} and value is not None and value < 1:
             raise ParameterError(f"parameter {key} must be at least 1, got {value}")
+        if key == "memory_mb" and value <= 0:
+            raise ParameterError(f"parameter memory_mb must be positive, got {value}")
         if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):
             raise ParameterError(f"parameter neurons must be 'all' or a number of neurons per layer (>= 1), got {value!r}")
+
+
+@dataclass
+class Chapter:
+    """What a chapter's first cell opens: the model, its info, and the checked parameters."""
+
+    model: Any  # the TransformerBridge
+    info: ModelInfo
+    parameters: dict[str, Any]
+    tasks: list[Task] | None = None  # parsed from the ``tasks`` parameter, when the chapter has one
+
+
+def open_chapter(*, show: bool = True, **parameters: Any) -> Chapter:
+    """Open a chapter: check its parameters, render figures offline, load the model, say what the page is built with.
+
+    Call it in the cell after the ``parameters`` cell with every parameter the chapter
+    declares (``open_chapter(model=model, device=device, seed=seed, ...)``): a wrong one
+    stops the chapter at once with one line (:func:`check_parameters`), before the model
+    loads. ``show`` displays the "Built with" line (:func:`built_with`) of the parameters
+    other than ``model``, ``device`` and ``seed``.
+    """
+    check_parameters(**parameters)
+    tasks = parse_tasks(parameters["tasks"]) if "tasks" in parameters else None
+    use_offline_renderer()
+    model = load_model(parameters.get("model", EMBEDDED), device=parameters.get("device"), seed=parameters.get("seed", 0))
+    info = model_info(model)
+    if show:
+        from IPython.display import Markdown, display  # only where a chapter runs
+
+        shown = {k: v for k, v in parameters.items() if k not in ("model", "device", "seed")}
+        display(Markdown(built_with(info, **shown)))
+    return Chapter(model, info, parameters, tasks)
 
 
 def built_with(info, **parameters: Any) -> str:
@@ -200,8 +245,6 @@ class ChapterFailed(RuntimeError):
 
 def stage(root: Path, executed: list[Path], src: Path) -> Path:
     """Assemble the book sources (config, pages, executed chapters, local plotly.js) in ``src``."""
-    from ig_ap.plots import plotly_js_path
-
     if src.exists():
         shutil.rmtree(src)
     (src / "_static").mkdir(parents=True)
@@ -228,10 +271,14 @@ def build(
     out: Path | None = None,
     force: bool = False,
 ) -> Path:
-    """Execute the chapters and build the HTML book; returns the path of ``index.html``."""
+    """Execute the chapters and build the HTML book in ``out`` (default ``_build``); returns ``out/html/index.html``.
+
+    ``out`` holds ``executed/`` (the executed chapters), ``src/`` (the staged sources) and
+    ``html/`` (the site).
+    """
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    out = out or root / "_build"
+    out = Path(out or root / "_build").resolve()
     notebooks = chapters(root)
     if only:
         unknown = set(only) - {n.stem for n in notebooks}
@@ -254,14 +301,28 @@ def build(
     src = stage(root, executed, out / "src")
     print("Compiling the book with Jupyter Book ...", flush=True)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(src), "--path-output", str(out.parent)]
+    command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(src), "--path-output", str(_jupyter_book_output(out))]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
         raise ChapterFailed(f"jupyter-book build failed (exit {result.returncode}); its output is above")
+    site = _jupyter_book_output(out) / "_build" / "html"
+    if site != out / "html":  # move the finished site into place
+        shutil.rmtree(out / "html", ignore_errors=True)
+        site.replace(out / "html")
     index = out / "html" / "index.html"
     print(f"Book built in {time.perf_counter() - started:.1f} s: {index}")
     return index
+
+
+def _jupyter_book_output(out: Path) -> Path:
+    """The ``--path-output`` for Jupyter Book, which always writes to ``<path-output>/_build/html``.
+
+    For ``out`` named ``_build`` that is ``out.parent``, and the site lands in ``out/html``
+    directly; otherwise it is ``out/.jupyter-book`` and :func:`build` moves the site from
+    there to ``out/html``.
+    """
+    return out.parent if out.name == "_build" else out / ".jupyter-book"
 
 
 def _parse_value(text: str) -> Any:

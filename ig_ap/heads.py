@@ -26,6 +26,7 @@ prompt and patched heads take values derived from the clean one; effects are nor
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,6 +36,7 @@ from torch import Tensor
 
 from ig_ap.attribution import AttributionError
 from ig_ap.models import model_info
+from ig_ap.results import memo
 from ig_ap.tasks import Batch, Task, final_logits, normalized
 
 Head = tuple[int, int]
@@ -88,7 +90,7 @@ def _runs(model, batch: Batch, names: Sequence[str]):
     with torch.no_grad():
         clean_logits, clean = model.run_with_cache(batch.clean, names_filter=lambda n: n in keep)
         corrupted_logits, corrupted = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in keep)
-    return clean, corrupted, batch.metric(clean_logits, batch), batch.metric(corrupted_logits, batch)
+    return clean, corrupted, batch.score(clean_logits), batch.score(corrupted_logits)
 
 
 def _set_outputs(heads: Sequence[Head], names, clean, corrupted, mode: str) -> dict[str, dict[int, Tensor]]:
@@ -121,7 +123,7 @@ def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly
     hooks = [(name, functools.partial(_overwrite, values=values[name])) for name in names]
     with torch.no_grad():
         logits = model.run_with_hooks(batch.corrupted, fwd_hooks=hooks)
-    return normalized(batch.metric(logits, batch), m_clean, m_corrupted).cpu()
+    return normalized(batch.score(logits), m_clean, m_corrupted).cpu()
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,21 @@ def set_effects(model, batch: Batch, heads: Sequence[Head]) -> SetEffects:
     singles = sum(patch_heads(model, batch, [h], runs=runs).mean().item() for h in heads)
     return SetEffects(heads, singles, patch_heads(model, batch, heads, runs=runs).mean().item(),
                       patch_heads(model, batch, heads, "linear_combination", runs=runs).mean().item())
+
+
+def cached_set_effects(model, dataset, heads: Sequence[Head]) -> SetEffects:
+    """:func:`set_effects` on all of ``dataset``'s prompts, from the results cache when model, prompts, heads and code are unchanged."""
+    heads = check_heads(model, heads)
+    value = memo(model, dataset, "set_effects", lambda: torch.tensor(set_effects(model, dataset.batch(), heads).values()),
+                 modules=("heads",), heads=[list(h) for h in heads])
+    return SetEffects(heads, *value.tolist())
+
+
+def cached_path_patching(model, dataset, senders: Sequence[Head], receivers: Sequence[Head]) -> Float[Tensor, "input sender receiver prompt"]:
+    """:func:`path_patching` on all of ``dataset``'s prompts, from the results cache when nothing it depends on changed."""
+    senders, receivers = check_heads(model, senders, "senders"), check_heads(model, receivers, "receivers")
+    return memo(model, dataset, "path_patching", lambda: path_patching(model, dataset.batch(), senders, receivers),
+                modules=("heads",), senders=[list(h) for h in senders], receivers=[list(h) for h in receivers])
 
 
 # --------------------------------------------------------------------------- direct logit attribution
@@ -329,7 +346,7 @@ def path_patching(
                     index = r_head if x == "q" else r_head // group
                     hook = (qkv_name(r_layer, x), functools.partial(replace, index=index, value=store[r_layer, x]))
                     logits = model.run_with_hooks(batch.corrupted, fwd_hooks=[hook])
-                    out[i, s, r] = normalized(batch.metric(logits, batch), m_clean, m_corrupted).cpu()
+                    out[i, s, r] = normalized(batch.score(logits), m_clean, m_corrupted).cpu()
     return out
 
 
@@ -340,24 +357,23 @@ def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, 
     """IOI head sets from data: ranked by the mean direct effect Δ = DLA(clean) − DLA(corrupted).
 
     Name movers: the ``n_movers`` heads with the largest Δ; negative name movers: the
-    ``n_negative`` with the most negative Δ; backup: the next ``n_backup`` by Δ after the
-    name movers. (On GPT-2 small use :data:`PUBLISHED_IOI_HEADS`.)
+    ``n_negative`` with the most negative Δ (only heads whose Δ is negative); backup: the
+    next ``n_backup`` heads by Δ after the name movers that are not negative name movers
+    (fewer when the model has fewer heads). The three sets are disjoint. (On GPT-2 small
+    use :data:`PUBLISHED_IOI_HEADS`.)
     """
     info = model_info(model)
     delta = (direct_logit_attribution(model, batch, "clean").heads - direct_logit_attribution(model, batch, "corrupted").heads).mean(0)
     order = delta.flatten().argsort(descending=True).tolist()
     as_head = lambda i: (i // info.n_heads, i % info.n_heads)  # noqa: E731
-    n = len(order)
     movers = [as_head(i) for i in order[:n_movers]]
-    negative = [as_head(i) for i in order[::-1][:n_negative] if delta.flatten()[i] < 0]
-    backup = [as_head(i) for i in order[n_movers:n_movers + n_backup] if as_head(i) not in negative]
-    return {"name movers": movers, "negative name movers": negative, "backup name movers": backup[: max(0, n - n_movers)]}
+    negative = [as_head(i) for i in order[::-1] if delta.flatten()[i] < 0 and as_head(i) not in movers][:n_negative]
+    backup = [h for h in map(as_head, order[n_movers:]) if h not in negative][:n_backup]
+    return {"name movers": movers, "negative name movers": negative, "backup name movers": backup}
 
 
 def parse_heads(text: str) -> list[Head]:
     """Heads written as ``"L9H6, L10H7"`` or ``"9.6 10.7"``; :class:`AttributionError` in one line if malformed."""
-    import re
-
     heads = []
     for item in re.split(r"[,\s]+", text.strip()):
         if not item:

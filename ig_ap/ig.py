@@ -33,8 +33,6 @@ Riemann rules, with Captum's nodes and weights.
 from __future__ import annotations
 
 import functools
-import math
-import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -43,8 +41,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ig_ap.attribution import Attribution, AttributionError, empty_scores, hook_name, prepare
-from ig_ap.replay import final_batch, metric_rows, rows_per_pass, run_from, trace
+from ig_ap.attribution import Attribution, AttributionError, hook_name, prepare
+from ig_ap.replay import run_from, trace
 from ig_ap.tasks import Batch
 
 METHODS = ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right", "riemann_trapezoid")
@@ -108,18 +106,20 @@ def integrated_gradients(
     Args:
         model: a bridge from :func:`ig_ap.models.load_model`.
         batch: prompt pairs (:class:`ig_ap.tasks.Batch`).
-        metric: ``metric(logits [prompt, pos, vocab], batch) -> [prompt]``; the task's by default.
+        metric: ``metric(last-token logits [..., prompt, vocab], batch) -> [..., prompt]``; the task's by default.
         direction: ``"denoising"`` (baseline corrupted, input clean) or ``"noising"`` (the reverse).
         components: ``"heads"``, ``"neurons"`` or both.
         n_steps: points on the path; ``method``: ``"gausslegendre"`` or a Riemann rule.
         baseline: ``"other"`` (the other prompt's activation, aligned) or ``"zero"``.
         context: which prompt the rest of the network runs on: ``"input"`` or ``"baseline"``.
-        layers: layers to attribute (all by default).
+        layers: layers to attribute (all by default); the others are NaN.
         segments: the path profile splits alpha in this many equal segments.
         internal_batch_size: rows (step × prompt) per pass; by default what fits ``memory_mb``.
         share_prefix: run the positions before the first difference of clean and corrupted
             once (their input and baseline agree, so they carry no attribution); not with
             ``baseline="zero"``.
+        device, progress, meta: where to compute, whether to show a progress bar, extra
+            metadata (as every kernel).
 
     Returns:
         :class:`~ig_ap.attribution.Attribution`; ``completeness[kind]`` holds per ``[prompt,
@@ -128,9 +128,10 @@ def integrated_gradients(
         |metric(clean) − metric(corrupted)|); ``path_profile[kind]`` is ``[prompt, layer,
         component, segment]``.
     """
-    started = time.perf_counter()
-    setup = prepare(model, batch, metric, direction, components, device, layers)
-    direction, components, info, device, metric, batch, layers = setup
+    setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
+                    memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
+    info, metric, batch, layers, components = setup.info, setup.metric, setup.batch, setup.layers, setup.components
+    direction, device = setup.direction, setup.device
     if baseline not in ("other", "zero"):
         raise AttributionError(f"baseline must be 'other' or 'zero', got {baseline!r}")
     if context not in ("input", "baseline"):
@@ -142,24 +143,24 @@ def integrated_gradients(
     baseline_tokens, input_tokens = setup.runs()
     names = [hook_name(k, l) for l in layers for k in components]
 
-    prefix = batch.first_difference() if share_prefix and baseline == "other" else 0
+    prefix = batch.first_difference() if setup.share_prefix and baseline == "other" else 0
     input_run = trace(model, input_tokens, batch.last, names, prefix=prefix)
     baseline_run = trace(model, baseline_tokens, batch.last, names if baseline == "other" else (), prefix=prefix)
     clean_run, corrupted_run = (input_run, baseline_run) if direction == "denoising" else (baseline_run, input_run)
-    clean_metric = metric(clean_run.final[:, None], final_batch(batch)).detach()
-    corrupted_metric = metric(corrupted_run.final[:, None], final_batch(batch)).detach()
+    clean_metric = metric(clean_run.final, batch).detach()
+    corrupted_metric = metric(corrupted_run.final, batch).detach()
     context_run = input_run if context == "input" else baseline_run
     scale = (clean_metric - corrupted_metric).abs().clamp_min(1e-12)
 
     sizes = {"heads": info.n_heads, "neurons": info.d_mlp}
-    scores = {k: empty_scores(P, info.n_layers, sizes[k]) for k in components}
-    profile = {k: torch.zeros(P, info.n_layers, sizes[k], segments) for k in components}
+    scores = {k: setup.empty(k) for k in components}
+    profile = {k: torch.full((P, info.n_layers, sizes[k], segments), float("nan")) for k in components}
     complete = {k: {m: torch.full((P, info.n_layers), float("nan")) for m in ("target", "error", "relative")} for k in components}
     segment_of = torch.clamp((alphas * segments).floor().long(), max=segments - 1)
 
-    bar = tqdm(total=len(layers) * len(components) * n_steps, desc=f"IG {direction}", unit="step", disable=not progress)
+    bar = tqdm(total=len(layers) * len(components) * n_steps, desc=f"IG {direction}", unit="step", disable=not setup.progress)
     for layer in layers:
-        rows = internal_batch_size or rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, True, memory_mb)
+        rows = setup.rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, True)
         steps_per_pass = max(1, rows // P)
         for kind in components:
             name = hook_name(kind, layer)
@@ -168,6 +169,7 @@ def integrated_gradients(
             delta = x - x0
             summed = (2, 4) if kind == "heads" else (2,)  # positions (and d_head) of [step, prompt, pos, ...]
             total = torch.zeros(P, sizes[kind], dtype=torch.float64, device=device)
+            profile[kind][:, layer] = 0.0
             for start in range(0, n_steps, steps_per_pass):
                 a = alphas[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
                 w = weights[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
@@ -177,7 +179,7 @@ def integrated_gradients(
                 point.requires_grad_(True)
                 with torch.enable_grad():
                     final = run_from(model, context_run, layer, S, [(name, functools.partial(_replace, value=point))], last=batch.last)
-                    values = metric_rows(metric, final, batch, S).view(S, P)
+                    values = metric(final.view(S, P, -1), batch)
                     (grad,) = torch.autograd.grad((values * w[:, None]).sum(), point)
                 per_step = (grad.view(S, P, *x.shape[1:]) * delta.unsqueeze(0)).sum(dim=summed)
                 total += per_step.sum(0).double()
@@ -191,7 +193,7 @@ def integrated_gradients(
             with torch.no_grad():
                 ends = torch.cat([x0, x])
                 final = run_from(model, context_run, layer, 2, [(name, functools.partial(_replace, value=ends))], last=batch.last)
-                at = metric_rows(metric, final, batch, 2).view(2, P)
+                at = metric(final.view(2, P, -1), batch)
             target = (at[1] - at[0]).double()
             error = (total.sum(-1) - target).abs()
             complete[kind]["target"][:, layer] = target.float().cpu()
@@ -199,17 +201,6 @@ def integrated_gradients(
             complete[kind]["relative"][:, layer] = (error / scale.double()).float().cpu()
     bar.close()
 
-    return Attribution(
-        method="integrated_gradients",
-        direction=direction,
-        heads=scores.get("heads"),
-        neurons=scores.get("neurons"),
-        clean_metric=clean_metric.float().cpu(),
-        corrupted_metric=corrupted_metric.float().cpu(),
-        meta={"model": info.model_id, "task": getattr(batch.task, "value", batch.task), "n_steps": n_steps, "method": method, "baseline": baseline,
-              "context": context, "layers": layers, "n_prompts": P, "segments": segments,
-              "shared_prefix": prefix, **(meta or {})},
-        completeness=complete,
-        path_profile=profile,
-        seconds=time.perf_counter() - started,
-    )
+    return setup.result("integrated_gradients", scores, clean_metric, corrupted_metric, completeness=complete,
+                        path_profile=profile, n_steps=n_steps, method=method, baseline=baseline, context=context,
+                        segments=segments, shared_prefix=prefix)

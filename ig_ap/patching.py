@@ -28,7 +28,6 @@ It is exact (the tests compare it with TransformerLens's
 from __future__ import annotations
 
 import functools
-import time
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -36,8 +35,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ig_ap.attribution import Attribution, empty_scores, hook_name, prepare
-from ig_ap.replay import final_batch, metric_rows, rows_per_pass, run_from, trace
+from ig_ap.attribution import Attribution, hook_name, prepare
+from ig_ap.replay import run_from, trace
 from ig_ap.tasks import Batch
 
 
@@ -78,8 +77,8 @@ def activation_patching(
     direction: str = "denoising",
     components: str | Sequence[str] = ("heads", "neurons"),
     *,
-    layers: Sequence[int] | None = None,
     neurons=None,
+    layers: Sequence[int] | None = None,
     internal_batch_size: int | None = None,
     memory_mb: float = 1024,
     share_prefix: bool = True,
@@ -92,68 +91,59 @@ def activation_patching(
     Args:
         model: a bridge from :func:`ig_ap.models.load_model`.
         batch: prompt pairs (:class:`ig_ap.tasks.Batch`).
-        metric: ``metric(logits [prompt, pos, vocab], batch) -> [prompt]``; the task's by default.
+        metric: ``metric(last-token logits [..., prompt, vocab], batch) -> [..., prompt]``; the task's by default.
         direction: ``"denoising"`` (clean into the corrupted run) or ``"noising"`` (corrupted into clean).
         components: ``"heads"``, ``"neurons"`` or both.
-        layers: which layers to patch (all by default); the others are left 0.
         neurons: a subset of neurons per layer (see :func:`resolve_neurons`); the rest are NaN.
+        layers: which layers to patch (all by default); the others are NaN.
         internal_batch_size: rows (component × prompt) per forward pass; by default what
             fits ``memory_mb``.
         share_prefix: run the positions before the first one where clean and corrupted
             differ once, through a key/value cache (patching them is a no-op).
         device: where to compute (the model's device by default).
+        progress: show a progress bar over components.
+        meta: extra fields for the result's metadata.
 
     Returns:
         :class:`~ig_ap.attribution.Attribution` with ``metric(patched) − metric(base run)``.
     """
-    started = time.perf_counter()
-    setup = prepare(model, batch, metric, direction, components, device, layers)
-    direction, components, info, device, metric, batch, layers = setup
-    neuron_sets = resolve_neurons(neurons, info.n_layers, info.d_mlp, layers) if "neurons" in components else {}
+    setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
+                    memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
+    info, metric, batch, layers = setup.info, setup.metric, setup.batch, setup.layers
+    neuron_sets = resolve_neurons(neurons, info.n_layers, info.d_mlp, layers) if "neurons" in setup.components else {}
     base_tokens, source_tokens = setup.runs()
-    names = [hook_name(k, l) for l in layers for k in components]
+    names = [hook_name(k, l) for l in layers for k in setup.components]
     P = len(batch)
 
-    prefix = batch.first_difference() if share_prefix else 0
+    prefix = batch.first_difference() if setup.share_prefix else 0
     with torch.no_grad():
         source = trace(model, source_tokens, batch.last, names, prefix=prefix)
         base = trace(model, base_tokens, batch.last, prefix=prefix)
-        base_metric = metric(base.final[:, None], final_batch(batch))
-        source_metric = metric(source.final[:, None], final_batch(batch))
-        clean_metric, corrupted_metric = (source_metric, base_metric) if direction == "denoising" else (base_metric, source_metric)
+        base_metric = metric(base.final, batch)
+        source_metric = metric(source.final, batch)
+        clean_metric, corrupted_metric = (source_metric, base_metric) if setup.direction == "denoising" else (base_metric, source_metric)
 
-        heads = empty_scores(P, info.n_layers, info.n_heads) if "heads" in components else None
-        neuron_scores = empty_scores(P, info.n_layers, info.d_mlp, float("nan")) if "neurons" in components else None
+        scores = {kind: setup.empty(kind) for kind in setup.components}
         jobs = []
         for layer in layers:
-            if heads is not None:
+            if "heads" in scores:
                 jobs.append(("heads", layer, torch.arange(info.n_heads)))
-            if neuron_scores is not None and len(neuron_sets[layer]):
+            if "neurons" in scores and len(neuron_sets[layer]):
                 jobs.append(("neurons", layer, neuron_sets[layer]))
         total = sum(len(idx) for _, _, idx in jobs)
-        bar = tqdm(total=total, desc=f"AP {direction}", unit="component", disable=not progress)
+        bar = tqdm(total=total, desc=f"AP {setup.direction}", unit="component", disable=not setup.progress)
         for kind, layer, indices in jobs:
-            rows = internal_batch_size or rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, False, memory_mb)
+            rows = setup.rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, False)
             per_pass = max(1, rows // P)
             name = hook_name(kind, layer)
             for start in range(0, len(indices), per_pass):
                 chunk = indices[start:start + per_pass].tolist()
                 hook = functools.partial(_patch_slices, source=source.cache[name], indices=chunk, n_prompts=P)
                 final = run_from(model, base, layer, len(chunk), [(name, hook)], last=batch.last)
-                moved = metric_rows(metric, final, batch, len(chunk)).view(len(chunk), P) - base_metric
-                target = heads if kind == "heads" else neuron_scores
-                target[:, layer, chunk] = moved.T.float().cpu()
+                moved = metric(final.view(len(chunk), P, -1), batch) - base_metric
+                scores[kind][:, layer, chunk] = moved.T.float().cpu()
                 bar.update(len(chunk))
         bar.close()
 
-    return Attribution(
-        method="activation_patching",
-        direction=direction,
-        heads=heads,
-        neurons=neuron_scores,
-        clean_metric=clean_metric.float().cpu(),
-        corrupted_metric=corrupted_metric.float().cpu(),
-        meta={"model": info.model_id, "task": getattr(batch.task, "value", batch.task), "layers": layers, "n_prompts": P, "shared_prefix": prefix,
-              "neurons": "all" if neurons is None else "subset", **(meta or {})},
-        seconds=time.perf_counter() - started,
-    )
+    return setup.result("activation_patching", scores, clean_metric, corrupted_metric, shared_prefix=prefix,
+                        neurons="all" if neurons is None else "subset")

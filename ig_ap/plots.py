@@ -28,6 +28,8 @@ import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 from plotly.subplots import make_subplots
 
+from ig_ap.analysis import correlation_summary, per_prompt_correlation
+
 RENDERER = "ig_ap"
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 
@@ -133,7 +135,6 @@ def compare_heatmaps(a, b, names: tuple[str, str], title: str, label: str = "sco
 
 def method_scatter(a, b, names: tuple[str, str], kind: str, title: str) -> go.Figure:
     """Scatter of two methods' scores per component (mean over prompts); the title gives the per-prompt r."""
-    from ig_ap.analysis import correlation_summary, per_prompt_correlation
 
     va, vb = _mean(a), _mean(b)
     labels = component_names(kind, *va.shape).ravel()

@@ -19,14 +19,12 @@ Both go through the bridge's own block modules, so every hook point
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-
-from ig_ap.tasks import Batch
 
 Hook = tuple[str, Callable]
 
@@ -157,19 +155,18 @@ def run_from(
     copies: int,
     fwd_hooks: Sequence[Hook] = (),
     last: Int[Tensor, "prompt"] | None = None,
-    hidden: Float[Tensor, "row pos d_model"] | None = None,
 ) -> Float[Tensor, "row vocab"]:
     """Run blocks ``layer`` … end on ``copies`` copies of the traced batch; logits at each row's last token.
 
-    ``hidden`` replaces the traced input of block ``layer`` (by default it is the traced
-    residual stream, repeated). With a traced prefix, only the positions after it are run
-    (hooks see those positions only) and ``last`` is still counted from position 0.
-    Gradients flow when the caller enables them.
+    Block ``layer`` gets the traced residual stream, repeated (hooks change what the blocks
+    compute from there). With a traced prefix, only the positions after it are run (hooks
+    see those positions only) and ``last`` is still counted from position 0. Row ``c * P +
+    p`` is copy ``c`` of prompt ``p``: ``.view(copies, P, vocab)`` gives what a task metric
+    reads. Gradients flow when the caller enables them.
     """
     n_prompts = trace.n_prompts
-    if hidden is None:
-        resid = trace.resid_pre(layer)
-        hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
+    resid = trace.resid_pre(layer)
+    hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
     layers = range(layer, len(model.blocks))
     kv = PrefixCache(trace.prefix_kv, copies, layers) if trace.prefix else None
     widened = {l: (_widen(trace.block_inputs[l][0][1:], n_prompts, copies, kv), _widen(trace.block_inputs[l][1], n_prompts, copies, kv))
@@ -186,23 +183,6 @@ def run_from(
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, (last - trace.prefix).to(x.device).repeat(copies)][:, None]
         return model.unembed(model.ln_final(x))[:, -1] if last is not None else model.unembed(model.ln_final(x))
-
-
-def final_batch(batch: Batch) -> Batch:
-    """``batch`` read at position 0: for logits already gathered at each prompt's last token."""
-    return replace(batch, last=torch.zeros_like(batch.last))
-
-
-def rows_batch(batch: Batch, copies: int) -> Batch:
-    """``batch`` repeated ``copies`` times (row ``c * P + p``), read at position 0 of last-token logits."""
-    rep = lambda t: t.repeat(copies, *([1] * (t.dim() - 1)))  # noqa: E731
-    return replace(batch, clean=rep(batch.clean[:, :1]), corrupted=rep(batch.corrupted[:, :1]),
-                   answers=rep(batch.answers), last=torch.zeros(len(batch) * copies, dtype=torch.long, device=batch.last.device))
-
-
-def metric_rows(metric: Callable, final: Float[Tensor, "row vocab"], batch: Batch, copies: int) -> Float[Tensor, "row"]:
-    """Apply a task metric to last-token logits of ``copies × prompts`` rows."""
-    return metric(final[:, None, :], rows_batch(batch, copies))
 
 
 def rows_per_pass(model, n_positions: int, n_layers: int, grad: bool, memory_mb: float) -> int:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,15 +27,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ig_ap
+from ig_ap.atp import attribution_patching
 from ig_ap.attribution import Attribution
-from ig_ap.models import file_sha256
+from ig_ap.ig import integrated_gradients
+from ig_ap.models import model_info
+from ig_ap.patching import activation_patching, top_neurons
+from ig_ap.storage import cache_dir, file_sha256, write_files_atomically
 
 
 class ResultKeyError(ValueError):
     """A stored result was computed with other inputs than the ones asked for."""
 
 
-COMPUTING_MODULES = ("models", "tasks", "attribution", "replay", "patching", "ig", "atp")
+COMPUTING_MODULES = ("models", "tasks", "words", "attribution", "replay", "patching", "ig", "atp")
 """The modules whose code decides the numbers of a result (figures and the runner do not)."""
 
 
@@ -65,7 +67,7 @@ def _key_text(key: dict) -> str:
 
 def result_name(key: dict) -> str:
     """File name stem for ``key``: its readable fields, then 12 hex digits of its hash."""
-    readable = "-".join(str(key[k]) for k in ("model", "task", "method", "direction") if k in key)
+    readable = "-".join(str(key[k]) for k in ("model", "task", "kernel", "name", "direction") if k in key)
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", readable)[:80] or "result"
     return f"{readable}-{hashlib.sha256(_key_text(key).encode()).hexdigest()[:12]}"
 
@@ -118,22 +120,18 @@ def save(attribution: Attribution, path: str | Path, key: dict) -> Path:
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], sidecar: dict) -> Path:
-    """Tensors and their JSON sidecar (with the tensors' SHA-256), each written to a temporary and renamed, JSON last."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Tensors and their JSON sidecar (with the tensors' SHA-256), written to temporaries and renamed, JSON last."""
     tensors_path, sidecar_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    fd, tmp_tensors = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".safetensors.tmp", dir=path.parent)
-    os.close(fd)
-    fd, tmp_sidecar = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".json.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_tensors)
-        Path(tmp_sidecar).write_text(json.dumps({**sidecar, "sha256": file_sha256(Path(tmp_tensors))}, indent=1))
-        os.replace(tmp_tensors, tensors_path)
-        os.replace(tmp_sidecar, sidecar_path)  # last: until it is in place, nothing loads
-    finally:
-        for tmp in (tmp_tensors, tmp_sidecar):
-            if os.path.exists(tmp):
-                os.remove(tmp)
+
+    def write_tensors(tmp: Path) -> None:
+        save_file(tensors, str(tmp))
+        sidecar["sha256"] = file_sha256(tmp)
+
+    def write_sidecar(tmp: Path) -> None:
+        tmp.write_text(json.dumps(sidecar, indent=1))
+
+    # The JSON is renamed last: until it is in place (with the hash of these tensors), nothing loads.
+    write_files_atomically([tensors_path, sidecar_path], [write_tensors, write_sidecar])
     return sidecar_path
 
 
@@ -155,7 +153,10 @@ def load(path: str | Path, key: dict) -> Attribution:
     found = _read(path)
     if found is None:
         raise FileNotFoundError(f"no complete result at {path} (.json and .safetensors with matching hash)")
-    sidecar, tensors = found
+    return _checked(path, key, *found)
+
+
+def _checked(path: Path, key: dict, sidecar: dict, tensors: dict[str, torch.Tensor]) -> Attribution:
     if _key_text(sidecar["key"]) != _key_text(key):
         changed = sorted(k for k in set(key) | set(sidecar["key"]) if key.get(k) != sidecar["key"].get(k))
         raise ResultKeyError(f"the result at {path} was computed with other {', '.join(changed)}; recompute it instead of reusing it")
@@ -165,55 +166,70 @@ def load(path: str | Path, key: dict) -> Attribution:
 def cached(directory: str | Path, key: dict, compute: Callable[[], Attribution]) -> Attribution:
     """The result for ``key`` from ``directory`` if stored there, else ``compute()``, saved before it is returned."""
     path = Path(directory) / result_name(key)
-    if _read(path) is not None:
-        return load(path, key)
+    found = _read(path)  # read and hashed once
+    if found is not None:
+        return _checked(path, key, *found)
     result = compute()
     save(result, path, key)
     return result
 
 
+KERNELS: dict[str, Callable[..., Attribution]] = {
+    "ap": activation_patching,
+    "ig": integrated_gradients,
+    "atp": attribution_patching,
+}
+"""The attribution kernels by short name."""
+
 _NOT_IN_KEY = {"progress", "internal_batch_size", "memory_mb", "device"}  # change speed, not numbers
 
 
-def compute(model, dataset, method: str, direction: str = "denoising", *, directory: str | Path | None = None, **options) -> Attribution:
+def _plain(value):
+    """An option as plain JSON (tensors and tuples as lists, dictionary keys as strings)."""
+    if torch.is_tensor(value):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(x) for k, x in value.items()}
+    return [_plain(x) for x in value] if isinstance(value, (tuple, list)) else value
+
+
+def compute(model, dataset, kernel: str, direction: str = "denoising", *, directory: str | Path | None = None,
+            **options) -> Attribution:
     """Run one kernel on all of a dataset's prompts, or load the result from the cache.
 
-    ``method``: ``"ap"``, ``"ig"`` or ``"atp"``; ``options`` go to the kernel
-    (``components``, ``n_steps``, ``layers``, ...) and, except those that change only the
-    speed, into the key with the model, task, variant, seed and size of the dataset.
-    ``directory`` defaults to ``cache_dir()/results``.
+    ``kernel``: ``"ap"``, ``"ig"`` or ``"atp"`` (:data:`KERNELS`); every other keyword goes
+    to the kernel unchanged (``components``, ``n_steps``, ``method``, ``layers``, ...) and,
+    except those that change only the speed (``progress``, ``internal_batch_size``,
+    ``memory_mb``, ``device``), into the key with the model, task, variant, seed and size
+    of the dataset. ``directory`` defaults to ``cache_dir()/results``.
     """
-    from ig_ap.atp import attribution_patching
-    from ig_ap.ig import integrated_gradients
-    from ig_ap.patching import activation_patching
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNELS)}")
+    keyed = {k: _plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
+    key = _dataset_key(model, dataset, kernel=kernel, direction=direction, **keyed)
+    return cached(_directory(directory), key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
 
-    kernels = {"ap": activation_patching, "ig": integrated_gradients, "atp": attribution_patching}
-    if method not in kernels:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(kernels)}")
-    def plain(v):
-        if torch.is_tensor(v):
-            return v.tolist()
-        if isinstance(v, dict):
-            return {str(k): plain(x) for k, x in v.items()}
-        return list(v) if isinstance(v, tuple) else v
 
-    keyed = {k: plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
-    key = _dataset_key(model, dataset, method=method, direction=direction, **keyed)
-    return cached(_directory(directory), key, lambda: kernels[method](model, dataset.batch(), direction=direction, **options))
+def compute_ap_neurons(model, dataset, direction: str, neurons: int | str, ranked_by: Attribution, **options) -> Attribution:
+    """AP of neurons: all of them (``neurons="all"``), or the ``neurons`` per layer that ``ranked_by`` scores highest.
+
+    The CPU recipe of the chapters: AP of every neuron is too slow there, so it is run on
+    the neurons another method (IG, AtP) ranks first by mean |score| over prompts
+    (:func:`ig_ap.patching.top_neurons`); the rest are NaN. A comparison with ``ranked_by``
+    on this subset is biased toward agreement and must say so. ``options`` as :func:`compute`.
+    """
+    subset = None if neurons == "all" else top_neurons(ranked_by.neurons, int(neurons))
+    return compute(model, dataset, "ap", direction, components=("neurons",), neurons=subset, **options)
 
 
 def _dataset_key(model, dataset, **fields) -> dict:
     """:func:`result_key` of a computation on ``dataset`` with ``model``: model, task, variant, seed, size, ``fields``."""
-    from ig_ap.models import model_info
-
     return result_key(model=model_info(model).model_id, task=dataset.task.value, variant=dataset.variant,
                       seed=dataset.seed, n=len(dataset), **fields)
 
 
 def _directory(directory: str | Path | None) -> Path:
     """The results folder: ``directory``, else ``cache_dir()/results``."""
-    from ig_ap.models import cache_dir
-
     return Path(directory) if directory is not None else cache_dir() / "results"
 
 
@@ -228,11 +244,11 @@ def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, dire
     never reuses old numbers. Written atomically like every result.
     """
     extra = {f"code_{m}": code_hash((m,)) for m in modules}
-    key = _dataset_key(model, dataset, method=name, **extra, **options)
+    key = _dataset_key(model, dataset, name=name, **extra, **{k: _plain(v) for k, v in options.items()})
     path = _directory(directory) / result_name(key)
     found = _read(path)
     if found is not None and _key_text(found[0]["key"]) == _key_text(key):
         return found[1]["value"]
     value = compute()
-    _write(path, {"value": value.detach().cpu().contiguous()}, {"key": key, "method": name})
+    _write(path, {"value": value.detach().cpu().contiguous()}, {"key": key, "name": name})
     return value

@@ -36,6 +36,7 @@ the mass on smaller ones (the equal digit is ambiguous and left out). The datase
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import sys
 from dataclasses import dataclass, field, replace
@@ -46,7 +47,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ig_ap.models import ModelInfo, model_info
+from ig_ap.models import EMBEDDED, ModelInfo, ModelUnavailableError, UnknownModelError, load_model, model_info
+from ig_ap.words import (CAPITALS, FEMALE_PROFESSIONS, GENDER_TEMPLATES, GREATER_THAN_CENTURIES, GREATER_THAN_NOUNS,
+                         IOI_TEMPLATES, MALE_PROFESSIONS, NAMES, OBJECTS, PLACES)
 
 
 class Task(str, Enum):
@@ -124,7 +127,12 @@ class Batch:
 
     @property
     def metric(self) -> Callable[[Tensor, "Batch"], Tensor]:
+        """The task's metric: ``metric(last-token logits [..., prompt, vocab], batch) -> [..., prompt]``."""
         return METRICS[self.task]
+
+    def score(self, logits: Float[Tensor, "prompt pos vocab"], metric: Callable | None = None) -> Float[Tensor, "prompt"]:
+        """The metric (the task's, or ``metric``) from full logits, read at each prompt's own last token."""
+        return (metric or self.metric)(final_logits(logits, self.last), self)
 
 
 @dataclass
@@ -171,16 +179,11 @@ class TaskDataset:
         )
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        """Consecutive batches of at most ``batch_size`` prompts (the dataloader of the kernels)."""
+        """Consecutive batches of at most ``batch_size`` prompts."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise TaskError(f"batch_size must be a positive int, got {batch_size!r}")
         for start in range(0, len(self), batch_size):
             yield self.batch(range(start, min(start + batch_size, len(self))))
-
-
-def dataloader(dataset: TaskDataset, batch_size: int) -> Iterator[Batch]:
-    """Batches of ``dataset`` ready for the kernels (same as ``dataset.batches(batch_size)``)."""
-    return dataset.batches(batch_size)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -191,24 +194,29 @@ def final_logits(logits: Float[Tensor, "prompt pos vocab"], last: Int[Tensor, "p
     return logits[torch.arange(logits.shape[0], device=logits.device), last.to(logits.device)]
 
 
-def logit_diff(logits: Float[Tensor, "prompt pos vocab"], batch: Batch) -> Float[Tensor, "prompt"]:
-    """logit(correct answer) − logit(wrong answer) at each prompt's last token."""
-    final = final_logits(logits, batch.last)
+def logit_diff(final: Float[Tensor, "*copies prompt vocab"], batch: Batch) -> Float[Tensor, "*copies prompt"]:
+    """logit(correct answer) − logit(wrong answer), from each prompt's last-token logits.
+
+    Leading dimensions broadcast: ``[copies, prompt, vocab]`` (the kernels' widened passes,
+    copy ``c`` of prompt ``p``) gives ``[copies, prompt]``.
+    """
     answers = batch.answers.to(final.device)
-    return final.gather(1, answers[:, :1]).squeeze(1) - final.gather(1, answers[:, 1:2]).squeeze(1)
+    pick = lambda column: final.gather(-1, answers[:, column:column + 1].expand(*final.shape[:-1], 1))[..., 0]  # noqa: E731
+    return pick(0) - pick(1)
 
 
-def prob_diff(logits: Float[Tensor, "prompt pos vocab"], batch: Batch) -> Float[Tensor, "prompt"]:
+def prob_diff(final: Float[Tensor, "*copies prompt vocab"], batch: Batch) -> Float[Tensor, "*copies prompt"]:
     """Greater-Than: probability on answers above the clean threshold minus on the others.
 
     ``batch.candidates`` are the answer tokens in increasing order (years 00…99, or digits
     0…9) and ``batch.answers[:, 0]`` the index of the clean prompt's threshold among them.
     Two-digit years: greater minus ≤ (Hanna et al.). Next digit: greater minus smaller,
-    the equal digit left out (``batch.answers[:, 1] == 1`` marks that variant).
+    the equal digit left out (``batch.answers[:, 1] == 1`` marks that variant). Leading
+    dimensions broadcast as in :func:`logit_diff`.
     """
-    probs = final_logits(logits, batch.last).softmax(dim=-1)
+    probs = final.softmax(dim=-1)
     candidates = batch.candidates.to(probs.device)
-    mass = probs[:, candidates]  # [prompt, n_candidates]
+    mass = probs[..., candidates]  # [..., prompt, n_candidates]
     order = torch.arange(len(candidates), device=probs.device)
     threshold = batch.answers[:, :1].to(probs.device)
     strict = batch.answers[:, 1:2].to(probs.device).bool()
@@ -239,132 +247,9 @@ def evaluate(model, dataset: TaskDataset, batch_size: int = 32) -> tuple[Float[T
     clean, corrupted = [], []
     for batch in dataset.batches(batch_size):
         batch = batch.to(device)
-        clean.append(batch.metric(model(batch.clean, return_type="logits"), batch).cpu())
-        corrupted.append(batch.metric(model(batch.corrupted, return_type="logits"), batch).cpu())
+        clean.append(batch.score(model(batch.clean, return_type="logits")).cpu())
+        corrupted.append(batch.score(model(batch.corrupted, return_type="logits")).cpu())
     return torch.cat(clean), torch.cat(corrupted)
-
-
-# --------------------------------------------------------------------------- word lists
-
-NAMES = """Mary John Alice Bob Sarah Michael Emma James Olivia David Sophia Daniel Emily Thomas Anna
-Paul Laura Mark Rachel Peter Jessica Kevin Lisa Brian Karen Steven Linda Jason Susan Eric Amy Adam
-Helen Ryan Kate Andrew Julia Justin Grace Jacob Rose Matthew Claire Tim Jane Chris Diana George Lucy
-Henry Nancy Jack Maria Sam Victoria Tom Amanda Joseph Megan William Elizabeth Richard Anne Robert
-Nicole Charles Sandra Edward Martha Frank Alex Kelly Joe Jennifer Patrick Hannah Scott Lily Kyle
-Sara Ben Carol Dan Ruth Max Emily Leo Nina Oscar Eva Jerry Holly Ian Jill Luke Beth Carl Joan""".split()
-
-PLACES = """store garden restaurant school hospital office house station park library beach market
-church cafe museum theater airport bank hotel kitchen""".split()
-
-OBJECTS = """ring kiss bone basketball computer necklace drink snack book letter flower cake pen gift
-ball hat bottle apple phone key""".split()
-
-# Wang et al. (2023) IOI templates in BABA order; [B] is the subject (S), [A] the indirect
-# object (IO). ABBA forms swap the first two names. The prompt stops before the final [A].
-IOI_TEMPLATES = [
-    "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
-    "Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to",
-    "Then, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to",
-    "Then, [B] and [A] were thinking about going to the [PLACE]. [B] wanted to give a [OBJECT] to",
-    "Then, [B] and [A] had a long argument, and afterwards [B] said to",
-    "After [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to",
-    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give it to",
-    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give the [OBJECT] to",
-    "While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to",
-    "While [B] and [A] were commuting to the [PLACE], [B] gave a [OBJECT] to",
-    "After the lunch, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
-    "Afterwards, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
-    "Then, [B] and [A] had a long argument. Afterwards [B] said to",
-    "The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to",
-    "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to",
-]
-
-# Hanna et al. (2023) Greater-Than nouns.
-GREATER_THAN_NOUNS = """abduction accord affair agreement appraisal assaults assessment attack attempts
-campaign captivity case challenge chaos clash collaboration coma competition confrontation consequence
-conspiracy construction consultation contact contract convention cooperation custody deal decline
-decrease demonstrations development disagreement disorder dispute domination dynasty effect effort
-employment endeavor engagement epidemic evaluation exchange existence expansion expedition experiments
-fall fame flights friendship growth hardship hostility illness impact imprisonment improvement
-incarceration increase insurgency invasion investigation journey kingdom marriage modernization
-negotiation notoriety obstruction operation order outbreak outcome overhaul patrols pilgrimage plague
-plan practice process program progress project pursuit quest raids reforms reign relationship
-retaliation riot rise rivalry romance rule sanctions shift siege slump stature stint strikes study
-test testing tests therapy tour tradition treaty trial trip unemployment voyage warfare work""".split()
-GREATER_THAN_CENTURIES = list(range(11, 18))  # years 1100 … 1799
-
-# Vig et al. (2020) templates; professions stereotyped female / male (Bolukbasi et al. 2016).
-GENDER_TEMPLATES = [
-    "The {} said that", "The {} yelled that", "The {} whispered that", "The {} wanted that",
-    "The {} desired that", "The {} wished that", "The {} ate because", "The {} ran because",
-    "The {} drove because", "The {} slept because", "The {} cried because", "The {} laughed because",
-    "The {} went home because", "The {} stayed up because", "The {} was fired because",
-    "The {} was promoted because", "The {} yelled because",
-]
-FEMALE_PROFESSIONS = """nurse secretary receptionist librarian hairdresser housekeeper nanny dancer
-cashier maid stylist homemaker socialite babysitter midwife florist typist bookkeeper
-dietitian therapist counselor teacher""".split()
-MALE_PROFESSIONS = """mechanic carpenter engineer surgeon pilot firefighter plumber electrician janitor
-sheriff soldier farmer mover guard laborer builder boss captain architect banker butcher chef
-manager programmer""".split()
-
-# (capital, country): world facts, 190 pairs.
-CAPITALS = [
-    ("Kabul", "Afghanistan"), ("Tirana", "Albania"), ("Algiers", "Algeria"), ("Andorra la Vella", "Andorra"),
-    ("Luanda", "Angola"), ("Buenos Aires", "Argentina"), ("Yerevan", "Armenia"), ("Canberra", "Australia"),
-    ("Vienna", "Austria"), ("Baku", "Azerbaijan"), ("Nassau", "Bahamas"), ("Manama", "Bahrain"),
-    ("Dhaka", "Bangladesh"), ("Bridgetown", "Barbados"), ("Minsk", "Belarus"), ("Brussels", "Belgium"),
-    ("Belmopan", "Belize"), ("Porto-Novo", "Benin"), ("Thimphu", "Bhutan"), ("Sucre", "Bolivia"),
-    ("Sarajevo", "Bosnia and Herzegovina"), ("Gaborone", "Botswana"), ("Brasilia", "Brazil"),
-    ("Bandar Seri Begawan", "Brunei"), ("Sofia", "Bulgaria"), ("Ouagadougou", "Burkina Faso"),
-    ("Gitega", "Burundi"), ("Phnom Penh", "Cambodia"), ("Yaounde", "Cameroon"), ("Ottawa", "Canada"),
-    ("Praia", "Cape Verde"), ("Bangui", "Central African Republic"), ("N'Djamena", "Chad"),
-    ("Santiago", "Chile"), ("Beijing", "China"), ("Bogota", "Colombia"), ("Moroni", "Comoros"),
-    ("Kinshasa", "Democratic Republic of the Congo"), ("Brazzaville", "Republic of the Congo"),
-    ("San Jose", "Costa Rica"), ("Yamoussoukro", "Ivory Coast"), ("Zagreb", "Croatia"), ("Havana", "Cuba"),
-    ("Nicosia", "Cyprus"), ("Prague", "Czech Republic"), ("Copenhagen", "Denmark"), ("Djibouti", "Djibouti"),
-    ("Roseau", "Dominica"), ("Santo Domingo", "Dominican Republic"), ("Quito", "Ecuador"), ("Cairo", "Egypt"),
-    ("San Salvador", "El Salvador"), ("Malabo", "Equatorial Guinea"), ("Asmara", "Eritrea"),
-    ("Tallinn", "Estonia"), ("Mbabane", "Eswatini"), ("Addis Ababa", "Ethiopia"), ("Suva", "Fiji"),
-    ("Helsinki", "Finland"), ("Paris", "France"), ("Libreville", "Gabon"), ("Banjul", "Gambia"),
-    ("Tbilisi", "Georgia"), ("Berlin", "Germany"), ("Accra", "Ghana"), ("Athens", "Greece"),
-    ("St. George's", "Grenada"), ("Guatemala City", "Guatemala"), ("Conakry", "Guinea"),
-    ("Bissau", "Guinea-Bissau"), ("Georgetown", "Guyana"), ("Port-au-Prince", "Haiti"),
-    ("Tegucigalpa", "Honduras"), ("Budapest", "Hungary"), ("Reykjavik", "Iceland"), ("New Delhi", "India"),
-    ("Jakarta", "Indonesia"), ("Tehran", "Iran"), ("Baghdad", "Iraq"), ("Dublin", "Ireland"),
-    ("Jerusalem", "Israel"), ("Rome", "Italy"), ("Kingston", "Jamaica"), ("Tokyo", "Japan"),
-    ("Amman", "Jordan"), ("Astana", "Kazakhstan"), ("Nairobi", "Kenya"), ("Tarawa", "Kiribati"),
-    ("Pyongyang", "North Korea"), ("Seoul", "South Korea"), ("Pristina", "Kosovo"), ("Kuwait City", "Kuwait"),
-    ("Bishkek", "Kyrgyzstan"), ("Vientiane", "Laos"), ("Riga", "Latvia"), ("Beirut", "Lebanon"),
-    ("Maseru", "Lesotho"), ("Monrovia", "Liberia"), ("Tripoli", "Libya"), ("Vaduz", "Liechtenstein"),
-    ("Vilnius", "Lithuania"), ("Luxembourg", "Luxembourg"), ("Antananarivo", "Madagascar"),
-    ("Lilongwe", "Malawi"), ("Kuala Lumpur", "Malaysia"), ("Male", "Maldives"), ("Bamako", "Mali"),
-    ("Valletta", "Malta"), ("Majuro", "Marshall Islands"), ("Nouakchott", "Mauritania"),
-    ("Port Louis", "Mauritius"), ("Mexico City", "Mexico"), ("Palikir", "Micronesia"),
-    ("Chisinau", "Moldova"), ("Monaco", "Monaco"), ("Ulaanbaatar", "Mongolia"), ("Podgorica", "Montenegro"),
-    ("Rabat", "Morocco"), ("Maputo", "Mozambique"), ("Naypyidaw", "Myanmar"), ("Windhoek", "Namibia"),
-    ("Yaren", "Nauru"), ("Kathmandu", "Nepal"), ("Amsterdam", "Netherlands"), ("Wellington", "New Zealand"),
-    ("Managua", "Nicaragua"), ("Niamey", "Niger"), ("Abuja", "Nigeria"), ("Skopje", "North Macedonia"),
-    ("Oslo", "Norway"), ("Muscat", "Oman"), ("Islamabad", "Pakistan"), ("Ngerulmud", "Palau"),
-    ("Panama City", "Panama"), ("Port Moresby", "Papua New Guinea"), ("Asuncion", "Paraguay"),
-    ("Lima", "Peru"), ("Manila", "Philippines"), ("Warsaw", "Poland"), ("Lisbon", "Portugal"),
-    ("Doha", "Qatar"), ("Bucharest", "Romania"), ("Moscow", "Russia"), ("Kigali", "Rwanda"),
-    ("Basseterre", "Saint Kitts and Nevis"), ("Castries", "Saint Lucia"),
-    ("Kingstown", "Saint Vincent and the Grenadines"), ("Apia", "Samoa"), ("San Marino", "San Marino"),
-    ("Sao Tome", "Sao Tome and Principe"), ("Riyadh", "Saudi Arabia"), ("Dakar", "Senegal"),
-    ("Belgrade", "Serbia"), ("Victoria", "Seychelles"), ("Freetown", "Sierra Leone"),
-    ("Singapore", "Singapore"), ("Bratislava", "Slovakia"), ("Ljubljana", "Slovenia"),
-    ("Honiara", "Solomon Islands"), ("Mogadishu", "Somalia"), ("Pretoria", "South Africa"),
-    ("Juba", "South Sudan"), ("Madrid", "Spain"), ("Colombo", "Sri Lanka"), ("Khartoum", "Sudan"),
-    ("Paramaribo", "Suriname"), ("Stockholm", "Sweden"), ("Bern", "Switzerland"), ("Damascus", "Syria"),
-    ("Taipei", "Taiwan"), ("Dushanbe", "Tajikistan"), ("Dodoma", "Tanzania"), ("Bangkok", "Thailand"),
-    ("Dili", "East Timor"), ("Lome", "Togo"), ("Nuku'alofa", "Tonga"), ("Port of Spain", "Trinidad and Tobago"),
-    ("Tunis", "Tunisia"), ("Ankara", "Turkey"), ("Ashgabat", "Turkmenistan"), ("Funafuti", "Tuvalu"),
-    ("Kampala", "Uganda"), ("Kyiv", "Ukraine"), ("Abu Dhabi", "United Arab Emirates"),
-    ("London", "United Kingdom"), ("Washington", "United States"), ("Montevideo", "Uruguay"),
-    ("Tashkent", "Uzbekistan"), ("Port Vila", "Vanuatu"), ("Caracas", "Venezuela"), ("Hanoi", "Vietnam"),
-    ("Sanaa", "Yemen"), ("Lusaka", "Zambia"), ("Harare", "Zimbabwe"),
-]
 
 
 # --------------------------------------------------------------------------- generators
@@ -408,9 +293,8 @@ class _Pair:
 def _ioi(tok: _Tok, n: int, rng: random.Random, corruption: str = "abc"):
     if corruption not in ("abc", "abb"):
         raise TaskError(f"unknown IOI corruption {corruption!r}; choose 'abc' or 'abb'")
-    names = list(dict.fromkeys(x for x in NAMES if tok.single(" " + x) is not None))
-    needed = 3 if corruption == "abc" else 4
-    if len(names) < max(needed, 8):
+    names = [x for x in NAMES if tok.single(" " + x) is not None]
+    if len(names) < 8:
         raise TaskError(
             f"this tokenizer has only {len(names)} single-token names (with a leading space); IOI needs at least 8"
         )
@@ -622,8 +506,6 @@ def prompt_pair(model, clean: str, corrupted: str, answer: str, distractor: str,
     :class:`TaskError` says which and how to fix it. ``task`` names the task whose
     logit-difference metric is used (not Greater-Than, whose metric needs year candidates).
     """
-    import hashlib
-
     task = Task.parse(task)
     if task is Task.GREATER_THAN:
         raise TaskError("prompt_pair scores a logit difference; use make_dataset('greater_than', ...) for Greater-Than")
@@ -697,7 +579,6 @@ def format_summary(table):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ig_ap.models import EMBEDDED, ModelUnavailableError, UnknownModelError, load_model
 
     parser = argparse.ArgumentParser(prog="python -m ig_ap.tasks", description="The tasks' metrics on a model.")
     parser.add_argument("--model", default=EMBEDDED)

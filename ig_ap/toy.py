@@ -32,7 +32,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ig_ap.analysis import asymmetry
 from ig_ap.attribution import check_direction
+from ig_ap.ig import quadrature
 
 TRUTH_TABLES: dict[str, Float[Tensor, "4"]] = {
     "and": torch.tensor([0.0, 0.0, 0.0, 1.0]),
@@ -164,7 +166,6 @@ def integrated_gradients(
     Denoising: baseline all-off, input all-on; noising: the reverse. Gauss-Legendre
     quadrature (:func:`ig_ap.ig.quadrature`); ``error`` is |sum of the scores − (+1 or −1)|.
     """
-    from ig_ap.ig import quadrature
 
     direction = check_direction(direction)
     clean, corrupted, _, _, gap = _runs(net, layer, metric)
@@ -191,7 +192,6 @@ def asymmetries(net: GateNet, layer: str = "input", metric: str = "probability",
     IG's two directions run the same path backwards, so its asymmetry is 0 up to the
     quadrature error; AP's is about −1 for the inputs of a saturated AND and +1 for an OR.
     """
-    from ig_ap.analysis import asymmetry
 
     s = scores(net, layer, metric, n_steps)
     return {m: asymmetry(s[f"{m} denoising"][None, None], s[f"{m} noising"][None, None])[0] for m in ("AP", "IG")}
