@@ -65,7 +65,8 @@ def attribution_patching(
     info, metric, batch = setup.info, setup.metric, setup.batch
     names = [hook_name(k, l) for l in setup.layers for k in setup.components]
     P = len(batch)
-    rows = setup.rows_per_pass(model, batch.clean.shape[1], info.n_layers, True)
+    rows = min(P, setup.rows_per_pass(model, batch.clean.shape[1], info.n_layers, True))  # prompts per pass
+    setup.rows.append(rows)
     scores = {kind: setup.empty(kind) for kind in setup.components}
     base_metric, source_metric = torch.zeros(P), torch.zeros(P)
     prefixes = []

@@ -109,10 +109,17 @@ class Setup:
         return (b.corrupted, b.clean) if self.direction == "denoising" else (b.clean, b.corrupted)
 
     def rows_per_pass(self, model, n_positions: int, n_layers: int, grad: bool) -> int:
-        """``internal_batch_size`` if given, else the rows that fit ``memory_mb`` for a pass over ``n_layers`` layers."""
-        rows = self.internal_batch_size or rows_per_pass(model, n_positions, n_layers, grad, self.memory_mb)
-        self.rows.append(rows)
-        return rows
+        """Rows one pass may hold: ``internal_batch_size`` if given, else what fits ``memory_mb`` over ``n_layers`` layers."""
+        return self.internal_batch_size or rows_per_pass(model, n_positions, n_layers, grad, self.memory_mb)
+
+    def copies_per_pass(self, model, n_positions: int, n_layers: int, grad: bool) -> int:
+        """Copies of the batch (components, or points of the IG path) one pass holds: at least one.
+
+        The rows this gives (copies × prompts) are recorded in the result's ``rows_per_pass``.
+        """
+        copies = max(1, self.rows_per_pass(model, n_positions, n_layers, grad) // len(self.batch))
+        self.rows.append(copies * len(self.batch))
+        return copies
 
     def empty(self, kind: str) -> Float[Tensor, "prompt layer component"]:
         """Scores of ``kind`` for every prompt, layer and component, NaN until computed."""

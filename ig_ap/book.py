@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from dataclasses import dataclass
 
@@ -132,14 +132,15 @@ class Chapter:
     tasks: list[Task] | None = None  # parsed from the ``tasks`` parameter, when the chapter has one
 
 
-def open_chapter(*, show: bool = True, **parameters: Any) -> Chapter:
+def open_chapter(*, show: bool | Sequence[str] = True, **parameters: Any) -> Chapter:
     """Open a chapter: check its parameters, render figures offline, load the model, say what the page is built with.
 
     Call it in the cell after the ``parameters`` cell with every parameter the chapter
     declares (``open_chapter(model=model, device=device, seed=seed, ...)``): a wrong one
     stops the chapter at once with one line (:func:`check_parameters`), before the model
-    loads. ``show`` displays the "Built with" line (:func:`built_with`) of the parameters
-    other than ``model``, ``device`` and ``seed``.
+    loads. ``show``: display the "Built with" line (:func:`built_with`) with the parameters
+    other than ``model``, ``device`` and ``seed`` (True), with those named only (a
+    sequence of names), or not at all (False).
     """
     check_parameters(**parameters)
     tasks = parse_tasks(parameters["tasks"]) if "tasks" in parameters else None
@@ -149,7 +150,8 @@ def open_chapter(*, show: bool = True, **parameters: Any) -> Chapter:
     if show:
         from IPython.display import Markdown, display  # only where a chapter runs
 
-        shown = {k: v for k, v in parameters.items() if k not in ("model", "device", "seed")}
+        names = [k for k in parameters if k not in ("model", "device", "seed")] if show is True else list(show)
+        shown = {k: parameters[k] for k in names}
         display(Markdown(built_with(info, **shown)))
     return Chapter(model, info, parameters, tasks)
 

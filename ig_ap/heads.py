@@ -358,9 +358,9 @@ def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, 
 
     Name movers: the ``n_movers`` heads with the largest Δ; negative name movers: the
     ``n_negative`` with the most negative Δ (only heads whose Δ is negative); backup: the
-    next ``n_backup`` heads by Δ after the name movers that are not negative name movers
-    (fewer when the model has fewer heads). The three sets are disjoint. (On GPT-2 small
-    use :data:`PUBLISHED_IOI_HEADS`.)
+    next ``n_backup`` heads by Δ after the name movers, among those whose Δ is positive
+    (a head that writes against the answer is no backup name mover; fewer when fewer are
+    left). The three sets are disjoint. (On GPT-2 small use :data:`PUBLISHED_IOI_HEADS`.)
     """
     info = model_info(model)
     delta = (direct_logit_attribution(model, batch, "clean").heads - direct_logit_attribution(model, batch, "corrupted").heads).mean(0)
@@ -368,7 +368,7 @@ def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, 
     as_head = lambda i: (i // info.n_heads, i % info.n_heads)  # noqa: E731
     movers = [as_head(i) for i in order[:n_movers]]
     negative = [as_head(i) for i in order[::-1] if delta.flatten()[i] < 0 and as_head(i) not in movers][:n_negative]
-    backup = [h for h in map(as_head, order[n_movers:]) if h not in negative][:n_backup]
+    backup = [as_head(i) for i in order[n_movers:] if delta.flatten()[i] > 0][:n_backup]
     return {"name movers": movers, "negative name movers": negative, "backup name movers": backup}
 
 

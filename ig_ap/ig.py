@@ -160,8 +160,7 @@ def integrated_gradients(
 
     bar = tqdm(total=len(layers) * len(components) * n_steps, desc=f"IG {direction}", unit="step", disable=not setup.progress)
     for layer in layers:
-        rows = setup.rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, True)
-        steps_per_pass = max(1, rows // P)
+        steps_per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, True)
         for kind in components:
             name = hook_name(kind, layer)
             x = input_run.cache[name]

@@ -133,8 +133,7 @@ def activation_patching(
         total = sum(len(idx) for _, _, idx in jobs)
         bar = tqdm(total=total, desc=f"AP {setup.direction}", unit="component", disable=not setup.progress)
         for kind, layer, indices in jobs:
-            rows = setup.rows_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, False)
-            per_pass = max(1, rows // P)
+            per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, False)
             name = hook_name(kind, layer)
             for start in range(0, len(indices), per_pass):
                 chunk = indices[start:start + per_pass].tolist()

@@ -205,6 +205,9 @@ def compute(model, dataset, kernel: str, direction: str = "denoising", *, direct
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNELS)}")
+    if "metric" in options:
+        raise ValueError("compute keys results by their inputs, and a custom metric has no key; "
+                         "call the kernel directly (e.g. ig_ap.integrated_gradients(model, batch, metric=...))")
     keyed = {k: _plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
     key = _dataset_key(model, dataset, kernel=kernel, direction=direction, **keyed)
     return cached(_directory(directory), key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))

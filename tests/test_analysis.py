@@ -75,7 +75,7 @@ def test_and_and_or_sets_are_chosen_by_sign_and_differ():
 
 
 def test_faithfulness_of_everything_is_one_and_of_nothing_is_zero(tiny_llama):
-    from ig_ap.analysis import faithfulness, faithfulness_curve
+    from ig_ap.ablation import faithfulness, faithfulness_curve
     from ig_ap.patching import activation_patching
     from ig_ap.tasks import make_dataset
 
@@ -106,7 +106,7 @@ def test_faithfulness_of_everything_is_one_and_of_nothing_is_zero(tiny_llama):
 
 
 def test_interaction_of_candidates(tiny_gpt2):
-    from ig_ap.analysis import interaction, patch_sets
+    from ig_ap.ablation import interaction, patch_sets
     from ig_ap.patching import activation_patching
     from ig_ap.tasks import make_dataset
 
@@ -158,7 +158,7 @@ def test_direction_asymmetry_orients_ig_like_ap():
 
 
 def test_batch_normalised_faithfulness_is_the_share_of_the_mean_gap(tiny_llama):
-    from ig_ap.analysis import faithfulness
+    from ig_ap.ablation import faithfulness
     from ig_ap.patching import activation_patching
     from ig_ap.tasks import make_dataset
 

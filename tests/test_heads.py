@@ -102,9 +102,9 @@ def test_path_patching_to_a_query_equals_a_hand_built_direct_path_run(tiny_gpt2)
             return activation
 
         logits = model.run_with_hooks(batch.corrupted, fwd_hooks=[("blocks.1.attn.hook_q", put_q)])
-        m_clean = batch.metric(model(batch.clean), batch)
-        m_corrupted = batch.metric(model(batch.corrupted), batch)
-        expected = (batch.metric(logits, batch) - m_corrupted) / (m_clean - m_corrupted)
+        m_clean = batch.score(model(batch.clean))
+        m_corrupted = batch.score(model(batch.corrupted))
+        expected = (batch.score(logits) - m_corrupted) / (m_clean - m_corrupted)
     torch.testing.assert_close(effect, expected.cpu().to(effect.dtype), rtol=1e-3, atol=1e-4)
 
 

@@ -48,9 +48,9 @@ def test_ap_heads_equal_transformer_lens_patching(setup, direction):
         one, n = batch.select([p]), int(batch.last[p]) + 1
         _, cache = model.run_with_cache(source[p:p + 1, :n])
         with torch.no_grad():
-            base_metric = one.metric(model(base[p:p + 1, :n], return_type="logits"), one)[0]
+            base_metric = one.score(model(base[p:p + 1, :n], return_type="logits"))[0]
         reference = tl_patching.get_act_patch_attn_head_out_all_pos(
-            model, base[p:p + 1, :n], cache, lambda logits: one.metric(logits, one)[0] - base_metric
+            model, base[p:p + 1, :n], cache, lambda logits: one.score(logits)[0] - base_metric
         )
         torch.testing.assert_close(ours.heads[p], reference, rtol=0, atol=1e-5)
     assert ours.heads.abs().max() > 1e-2  # the heads matter in these random models
@@ -64,7 +64,7 @@ def test_ap_neurons_equal_one_neuron_per_pass(setup, direction):
     base, source = _base_and_source(batch, direction)
     _, cache = model.run_with_cache(source)
     with torch.no_grad():
-        base_metric = batch.metric(model(base, return_type="logits"), batch)
+        base_metric = batch.score(model(base, return_type="logits"))
         for layer in range(info.n_layers):
             name = f"blocks.{layer}.mlp.hook_post"
             for neuron in torch.randperm(info.d_mlp, generator=torch.Generator().manual_seed(layer))[:6].tolist():
@@ -73,7 +73,7 @@ def test_ap_neurons_equal_one_neuron_per_pass(setup, direction):
                     act[:, :, neuron] = cache[name][:, :, neuron]
                     return act
                 logits = model.run_with_hooks(base, fwd_hooks=[(name, patch)], return_type="logits")
-                expected = batch.metric(logits, batch) - base_metric
+                expected = batch.score(logits) - base_metric
                 torch.testing.assert_close(ours.neurons[:, layer, neuron], expected, rtol=0, atol=1e-5)
 
 
@@ -115,7 +115,7 @@ def test_ig_equals_captum_layer_integrated_gradients(setup, method):
     ours = integrated_gradients(model, batch, direction="denoising", n_steps=12, method=method, progress=False, internal_batch_size=20)
 
     def forward(tokens, answers, last):
-        return batch.metric(model(tokens, return_type="logits"), replace(batch, answers=answers, last=last))
+        return replace(batch, answers=answers, last=last).score(model(tokens, return_type="logits"))
 
     for layer in range(info.n_layers):
         for kind, module in (("heads", model.blocks[layer].attn.hook_z), ("neurons", model.blocks[layer].mlp.hook_post)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from ig_ap import models
+from ig_ap import models, storage
 from ig_ap.models import (
     ModelUnavailableError,
     UnknownModelError,
@@ -140,7 +140,7 @@ def test_embedded_cache_reused_then_rebuilt_when_truncated(tmp_path, monkeypatch
         f.write(b"\x00" * 64)
     models.embedded_weights_dir()
     assert len(calls) == 2
-    assert models.file_sha256(weights) == manifest["sha256"]
+    assert storage.file_sha256(weights) == manifest["sha256"]
 
 
 @pytest.mark.parametrize("name", ["no-such-model", "gpt-7", ""])

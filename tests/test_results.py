@@ -67,18 +67,18 @@ def test_cached_computes_once_and_misses_on_a_changed_parameter(tmp_path):
 
 
 def test_an_interrupted_or_damaged_write_leaves_nothing_that_loads(tmp_path, monkeypatch):
-    import ig_ap.results as results
+    import ig_ap.storage as storage
 
     # The write dies after the tensors file is in place, before the JSON: nothing loads, no temporary is left.
-    real_replace = results.os.replace
+    real_replace = storage.os.replace
     def die_on_json(src, dst):
         if str(dst).endswith(".json"):
             raise KeyboardInterrupt
         return real_replace(src, dst)
-    monkeypatch.setattr(results.os, "replace", die_on_json)
+    monkeypatch.setattr(storage.os, "replace", die_on_json)
     with pytest.raises(KeyboardInterrupt):
         save(_result(), tmp_path / "r", KEY)
-    monkeypatch.setattr(results.os, "replace", real_replace)
+    monkeypatch.setattr(storage.os, "replace", real_replace)
     assert not list(tmp_path.glob(".*")), "temporary files were left behind"
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "r", KEY)
@@ -124,7 +124,7 @@ def test_compute_keys_on_dataset_and_options(tmp_path, tiny_gpt2):
     assert torch.equal(first.heads, again.heads) and len(list(tmp_path.glob("*.json"))) == 1
     compute(tiny_gpt2, make_dataset("ioi", tiny_gpt2, n=2, seed=1), "atp", directory=tmp_path, components=("heads",))
     assert len(list(tmp_path.glob("*.json"))) == 2
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown kernel"):
         compute(tiny_gpt2, data, "shap", directory=tmp_path)
 
 

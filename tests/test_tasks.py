@@ -152,7 +152,8 @@ def test_metrics_on_hand_built_logits():
     logits[0, 3, 4] = 100.0  # padding of prompt 0: must not be read
     batch = Batch(Task.IOI, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long),
                   torch.tensor([[3, 4], [3, 4]]), torch.tensor([1, 3]))
-    assert logit_diff(logits, batch).tolist() == [3.0, -3.0]
+    assert logit_diff(final_logits(logits, batch.last), batch).tolist() == [3.0, -3.0]
+    assert batch.score(logits).tolist() == [3.0, -3.0]
     assert torch.equal(final_logits(logits, batch.last)[0], logits[0, 1])
 
     # Greater-Than, two-digit: all mass on year 50 with threshold 32 → +1; on year 10 → −1.
@@ -162,14 +163,14 @@ def test_metrics_on_hand_built_logits():
     logits[2, 1, years[32]] = 0.0  # equal year counts as "not greater"
     gt = Batch(Task.GREATER_THAN, torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long),
                torch.tensor([[32, 0]] * 3), torch.tensor([1, 1, 1]), candidates=years)
-    torch.testing.assert_close(prob_diff(logits, gt), torch.tensor([1.0, -1.0, -1.0]))
+    torch.testing.assert_close(gt.score(logits, prob_diff), torch.tensor([1.0, -1.0, -1.0]))
     # Next digit (strict): the equal digit is left out of both sides.
     digits = torch.arange(10)
     logits = torch.full((1, 1, 10), -1e4)
     logits[0, 0, 3] = 0.0
     nd = Batch(Task.GREATER_THAN, torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long),
                torch.tensor([[3, 1]]), torch.tensor([0]), candidates=digits)
-    torch.testing.assert_close(prob_diff(logits, nd), torch.tensor([0.0]))
+    torch.testing.assert_close(nd.score(logits), torch.tensor([0.0]))
 
     values, clean, corrupted = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 2.0]), torch.tensor([1.0, 0.0])
     assert normalized(values, clean, corrupted).tolist() == [0.0, 1.0]
@@ -184,16 +185,16 @@ def test_batched_metric_equals_one_prompt_at_a_time(tiny_llama, task):
         assert len(set(lengths.tolist())) > 1, "the check needs prompts of different lengths"
     with torch.no_grad():
         logits = tiny_llama(batch.clean, return_type="logits")
-        batched = batch.metric(logits, batch)
+        batched = batch.score(logits)
         single = torch.stack([
-            data.metric(tiny_llama(one.clean, return_type="logits"), one)[0]
+            one.score(tiny_llama(one.clean, return_type="logits"))[0]
             for one in (data.batch([i]) for i in range(len(data)))
         ])
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
     if len(set(lengths.tolist())) > 1:
         # The original notebooks' bug, reading position -1 of the padded batch, gives other numbers.
-        naive = batch.metric(logits, Batch(task, batch.clean, batch.corrupted, batch.answers,
-                                           torch.full_like(batch.last, batch.clean.shape[1] - 1), batch.candidates))
+        naive = Batch(task, batch.clean, batch.corrupted, batch.answers,
+                      torch.full_like(batch.last, batch.clean.shape[1] - 1), batch.candidates).score(logits)
         assert not torch.allclose(naive, single, rtol=1e-4, atol=1e-5)
 
 
@@ -202,8 +203,8 @@ def test_batched_metric_equals_one_at_a_time_on_the_embedded_model(smollm2):
     batch = data.batch()
     assert len(set(batch.last.tolist())) > 1
     with torch.no_grad():
-        batched = batch.metric(smollm2(batch.clean, return_type="logits"), batch)
-        single = torch.stack([data.metric(smollm2(data.batch([i]).clean, return_type="logits"), data.batch([i]))[0]
+        batched = batch.score(smollm2(batch.clean, return_type="logits"))
+        single = torch.stack([data.batch([i]).score(smollm2(data.batch([i]).clean, return_type="logits"))[0]
                               for i in range(len(data))])
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-4)
 
