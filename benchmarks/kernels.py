@@ -118,9 +118,9 @@ def main(argv=None) -> int:
     base, source = batch.corrupted, batch.clean
     _, cache = model.run_with_cache(source)
     with torch.no_grad():
-        base_metric = batch.metric(model(base, return_type="logits"), batch)
+        base_metric = batch.score(model(base, return_type="logits"))
     ref, ref_s = timed(lambda: tl_patching.get_act_patch_attn_head_out_all_pos(
-        model, base, cache, lambda logits: (batch.metric(logits, batch) - base_metric).mean()), args.device)
+        model, base, cache, lambda logits: (batch.score(logits) - base_metric).mean()), args.device)
     ours, ours_s = timed(lambda: activation_patching(model, batch, components="heads", progress=False), args.device)
     assert torch.allclose(ours.heads.mean(0).to(ref.device), ref, atol=1e-4), "AP heads differ from TransformerLens"
     flops = sum(floor_flops(info, P * info.n_heads, S, T, l, False) for l in range(info.n_layers))
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     from captum.attr import LayerIntegratedGradients
 
     def forward(tokens, answers, last):
-        return batch.metric(model(tokens, return_type="logits"), replace(batch, answers=answers, last=last))
+        return replace(batch, answers=answers, last=last).score(model(tokens, return_type="logits"))
 
     ref_total = ours_total = flops = 0.0
     worst = 0.0

@@ -73,9 +73,15 @@ def test_an_unknown_model_stops_the_chapter_with_a_clear_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book") / "_build"
+    out = tmp_path_factory.mktemp("book") / "site"  # not named _build: the site must still land in out/html
     index = book.build(overrides=TINY, out=out)
     return out, index
+
+
+def test_the_site_is_built_where_build_says(built_book):
+    out, index = built_book
+    assert index == out.resolve() / "html" / "index.html" and index.is_file()
+    assert not (out.parent / "_build").exists(), "the book was built beside `out` instead of inside it"
 
 
 def test_every_chapter_executes_on_a_tiny_model(built_book):
