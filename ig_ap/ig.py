@@ -90,6 +90,8 @@ def integrated_gradients(
     *,
     n_steps: int = 50,
     method: str = "gausslegendre",
+    tolerance: float | None = None,
+    max_steps: int = 512,
     baseline: str = "other",
     context: str = "input",
     layers: Sequence[int] | None = None,
@@ -110,6 +112,11 @@ def integrated_gradients(
         direction: ``"denoising"`` (baseline corrupted, input clean) or ``"noising"`` (the reverse).
         components: ``"heads"``, ``"neurons"`` or both.
         n_steps: points on the path; ``method``: ``"gausslegendre"`` or a Riemann rule.
+        tolerance: quadrature to a tolerance: a layer whose completeness error exceeds
+            ``tolerance`` × |metric(clean) − metric(corrupted)| for any prompt is integrated
+            again with twice the steps, until it does not or the steps would pass
+            ``max_steps``; ``completeness[kind]["steps"]`` records the steps each layer used.
+            ``None`` (default): ``n_steps`` everywhere.
         baseline: ``"other"`` (the other prompt's activation, aligned) or ``"zero"``.
         context: which prompt the rest of the network runs on: ``"input"`` or ``"baseline"``.
         layers: layers to attribute (all by default); the others are NaN.
@@ -125,8 +132,8 @@ def integrated_gradients(
         :class:`~ig_ap.attribution.Attribution`; ``completeness[kind]`` holds per ``[prompt,
         layer]`` the ``target`` metric(input) − metric(baseline) of the layer, the absolute
         ``error`` |sum of attributions − target| and the ``relative`` error (divided by
-        |metric(clean) − metric(corrupted)|); ``path_profile[kind]`` is ``[prompt, layer,
-        component, segment]``.
+        |metric(clean) − metric(corrupted)|), and per layer the ``steps`` it used;
+        ``path_profile[kind]`` is ``[prompt, layer, component, segment]``.
     """
     setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
                     memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
@@ -138,7 +145,11 @@ def integrated_gradients(
         raise AttributionError(f"context must be 'input' or 'baseline', got {context!r}")
     if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
         raise AttributionError(f"segments must be a positive int, got {segments!r}")
-    alphas, weights = quadrature(n_steps, method)
+    quadrature(n_steps, method)  # checks both before any work
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance <= 0):
+        raise AttributionError(f"tolerance must be a positive number (a share of the clean−corrupted gap) or None, got {tolerance!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < n_steps:
+        raise AttributionError(f"max_steps must be an int of at least n_steps ({n_steps}), got {max_steps!r}")
     P = len(batch)
     baseline_tokens, input_tokens = setup.runs()
     names = [hook_name(k, l) for l in layers for k in components]
@@ -155,8 +166,10 @@ def integrated_gradients(
     sizes = {"heads": info.n_heads, "neurons": info.d_mlp}
     scores = {k: setup.empty(k) for k in components}
     profile = {k: torch.full((P, info.n_layers, sizes[k], segments), float("nan")) for k in components}
-    complete = {k: {m: torch.full((P, info.n_layers), float("nan")) for m in ("target", "error", "relative")} for k in components}
-    segment_of = torch.clamp((alphas * segments).floor().long(), max=segments - 1)
+    parts = ("target", "error", "relative")
+    complete = {k: {m: torch.full((P, info.n_layers), float("nan")) for m in parts} for k in components}
+    for k in components:
+        complete[k]["steps"] = torch.full((info.n_layers,), float("nan"))
 
     bar = tqdm(total=len(layers) * len(components) * n_steps, desc=f"IG {direction}", unit="step", disable=not setup.progress)
     for layer in layers:
@@ -165,41 +178,57 @@ def integrated_gradients(
             name = hook_name(kind, layer)
             x = input_run.cache[name]
             x0 = baseline_run.cache[name] if baseline == "other" else torch.zeros_like(x)
-            delta = x - x0
-            summed = (2, 4) if kind == "heads" else (2,)  # positions (and d_head) of [step, prompt, pos, ...]
-            total = torch.zeros(P, sizes[kind], dtype=torch.float64, device=device)
-            profile[kind][:, layer] = 0.0
-            for start in range(0, n_steps, steps_per_pass):
-                a = alphas[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
-                w = weights[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
-                S = len(a)
-                shape = (S,) + (1,) * x.dim()
-                point = (x0.unsqueeze(0) + a.view(shape) * delta.unsqueeze(0)).reshape(S * P, *x.shape[1:])
-                point.requires_grad_(True)
-                with torch.enable_grad():
-                    final = run_from(model, context_run, layer, S, [(name, functools.partial(_replace, value=point))], last=batch.last)
-                    values = metric(final.view(S, P, -1), batch)
-                    (grad,) = torch.autograd.grad((values * w[:, None]).sum(), point)
-                per_step = (grad.view(S, P, *x.shape[1:]) * delta.unsqueeze(0)).sum(dim=summed)
-                total += per_step.sum(0).double()
-                seg = segment_of[start:start + S].to(device)
-                prof = torch.zeros(P, sizes[kind], segments, dtype=per_step.dtype, device=device)
-                prof.index_add_(2, seg, per_step.permute(1, 2, 0))
-                profile[kind][:, layer] += prof.detach().float().cpu()
-                bar.update(S)
-            scores[kind][:, layer] = total.float().cpu()
-            # Completeness: metric with the whole layer at its input and at its baseline value.
+            # Completeness target: the metric with the whole layer at its input and at its baseline value.
             with torch.no_grad():
-                ends = torch.cat([x0, x])
-                final = run_from(model, context_run, layer, 2, [(name, functools.partial(_replace, value=ends))], last=batch.last)
+                final = run_from(model, context_run, layer, 2, [(name, functools.partial(_replace, value=torch.cat([x0, x])))],
+                                 last=batch.last)
                 at = metric(final.view(2, P, -1), batch)
             target = (at[1] - at[0]).double()
-            error = (total.sum(-1) - target).abs()
+            steps = n_steps
+            while True:
+                total, prof = _integrate(model, context_run, layer, name, kind, x0, x, metric, batch, *quadrature(steps, method),
+                                         segments, steps_per_pass, bar)
+                relative = (total.sum(-1) - target).abs() / scale.double()
+                if tolerance is None or bool((relative <= tolerance).all()) or 2 * steps > max_steps:
+                    break
+                steps *= 2  # refine this layer: the error is above the tolerance for some prompt
+                bar.total += steps
+            scores[kind][:, layer] = total.float().cpu()
+            profile[kind][:, layer] = prof.float().cpu()
             complete[kind]["target"][:, layer] = target.float().cpu()
-            complete[kind]["error"][:, layer] = error.float().cpu()
-            complete[kind]["relative"][:, layer] = (error / scale.double()).float().cpu()
+            complete[kind]["error"][:, layer] = (total.sum(-1) - target).abs().float().cpu()
+            complete[kind]["relative"][:, layer] = relative.float().cpu()
+            complete[kind]["steps"][layer] = steps
     bar.close()
 
     return setup.result("integrated_gradients", scores, clean_metric, corrupted_metric, completeness=complete,
                         path_profile=profile, n_steps=n_steps, method=method, baseline=baseline, context=context,
-                        segments=segments, shared_prefix=prefix)
+                        segments=segments, tolerance=tolerance, max_steps=max_steps, shared_prefix=prefix)
+
+
+def _integrate(model, context_run, layer: int, name: str, kind: str, x0: Tensor, x: Tensor, metric, batch, alphas, weights,
+               segments: int, steps_per_pass: int, bar) -> tuple[Tensor, Tensor]:
+    """IG of the components of one hook from ``x0`` to ``x``: (attributions [prompt, component], profile [..., segment])."""
+    P, device = x.shape[0], x.device
+    delta = x - x0
+    summed = (2, 4) if kind == "heads" else (2,)  # positions (and d_head) of [step, prompt, pos, ...]
+    size = x.shape[-2] if kind == "heads" else x.shape[-1]
+    total = torch.zeros(P, size, dtype=torch.float64, device=device)
+    profile = torch.zeros(P, size, segments, dtype=torch.float64, device=device)
+    segment_of = torch.clamp((alphas * segments).floor().long(), max=segments - 1).to(device)
+    for start in range(0, len(alphas), steps_per_pass):
+        a = alphas[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
+        w = weights[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
+        S = len(a)
+        shape = (S,) + (1,) * x.dim()
+        point = (x0.unsqueeze(0) + a.view(shape) * delta.unsqueeze(0)).reshape(S * P, *x.shape[1:])
+        point.requires_grad_(True)
+        with torch.enable_grad():
+            final = run_from(model, context_run, layer, S, [(name, functools.partial(_replace, value=point))], last=batch.last)
+            values = metric(final.view(S, P, -1), batch)
+            (grad,) = torch.autograd.grad((values * w[:, None]).sum(), point)
+        per_step = (grad.view(S, P, *x.shape[1:]) * delta.unsqueeze(0)).sum(dim=summed)  # [step, prompt, component]
+        total += per_step.sum(0).double()
+        profile.index_add_(2, segment_of[start:start + S], per_step.permute(1, 2, 0).double())
+        bar.update(S)
+    return total, profile

@@ -34,6 +34,8 @@ OPTION_VALUES = {
     "baseline": "zero",
     "context": "baseline",
     "segments": 2,
+    "tolerance": 0.5,
+    "max_steps": 8,
 }
 NOT_OPTIONS = {"model", "batch", "metric", "direction"}
 

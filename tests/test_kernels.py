@@ -168,7 +168,7 @@ def test_atp_equals_ig_with_one_step_in_the_base_run(setup, direction):
 def test_ig_zero_baseline_and_layers_subset(tiny_gpt2):
     batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
     zero = integrated_gradients(tiny_gpt2, batch, baseline="zero", layers=[1], n_steps=32, progress=False)
-    assert (zero.heads[:, 0] == 0).all() and (zero.heads[:, 1] != 0).any()
+    assert zero.heads[:, 0].isnan().all() and (zero.heads[:, 1] != 0).any()  # not computed: NaN
     assert zero.completeness["neurons"]["relative"][:, 1].max() < 1e-2
     assert zero.meta["baseline"] == "zero" and zero.meta["task"] == "ioi" and zero.meta["model"] == "tiny-gpt2-s0"
     assert zero.meta["n_steps"] == 32 and zero.meta["method"] == "gausslegendre" and zero.direction == "denoising"
@@ -204,3 +204,23 @@ def test_bad_arguments_get_one_clear_line(tiny_gpt2):
         with pytest.raises(AttributionError, match=message) as err:
             call()
         assert "\n" not in str(err.value)
+
+
+def test_ig_to_a_tolerance_refines_only_the_layers_that_need_it(tiny_llama):
+    batch = make_dataset("ioi", tiny_llama, n=4, seed=0).batch()
+    coarse = integrated_gradients(tiny_llama, batch, n_steps=4, progress=False)
+    assert coarse.completeness["heads"]["relative"][:, 0].max() > 0.1  # 4 steps are not enough at layer 0
+    fine = integrated_gradients(tiny_llama, batch, n_steps=4, tolerance=0.01, progress=False)
+    for kind in ("heads", "neurons"):
+        assert fine.completeness[kind]["relative"].max() <= 0.01
+        steps = fine.completeness[kind]["steps"]
+        assert steps[0] > 4 and (steps >= 4).all() and steps.tolist() != [4.0] * 3
+        for layer, n in enumerate(steps.int().tolist()):  # each layer equals a plain run with the steps it used
+            plain = integrated_gradients(tiny_llama, batch, components=kind, n_steps=n, layers=[layer], progress=False)
+            torch.testing.assert_close(fine[kind][:, layer], plain[kind][:, layer], rtol=1e-5, atol=1e-6)
+    capped = integrated_gradients(tiny_llama, batch, components="heads", n_steps=4, tolerance=1e-9, max_steps=16, progress=False)
+    assert capped.completeness["heads"]["steps"].max() == 16  # stops at the cap, and says so
+    with pytest.raises(AttributionError, match="tolerance must be a positive number"):
+        integrated_gradients(tiny_llama, batch, tolerance=-1)
+    with pytest.raises(AttributionError, match="max_steps must be an int of at least n_steps"):
+        integrated_gradients(tiny_llama, batch, n_steps=8, max_steps=4)
