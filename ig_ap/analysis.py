@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -80,23 +82,103 @@ def per_prompt_correlation(
 
 
 @dataclass(frozen=True)
-class CorrelationSummary:
-    """Mean ± sd over prompts of the per-prompt r (signed) and of |r|."""
+class Interval:
+    """A statistic over prompts with its bootstrap confidence interval (percentile method).
 
-    mean: float
-    sd: float
-    mean_abs: float
-    sd_abs: float
-    n_prompts: int
+    ``low`` and ``high`` are NaN when fewer than two prompts remain: one prompt says nothing
+    about the spread, and a reader must not be shown a zero-width interval.
+    """
+
+    value: float
+    low: float
+    high: float
+    n: int
+    level: float = 0.95
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+    def excludes(self, x: float) -> bool:
+        """Whether ``x`` lies outside the interval (False when there is no interval)."""
+        return bool(self.low > x or self.high < x)
 
     def __str__(self) -> str:
-        return f"r = {self.mean:.2f} ± {self.sd:.2f}, |r| = {self.mean_abs:.2f} ± {self.sd_abs:.2f} (n = {self.n_prompts})"
+        if not math.isfinite(self.low):
+            return f"{self.value:.2f} (n = {self.n}: no interval)"
+        return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}]"
 
 
-def correlation_summary(r: Float[Tensor, "prompt"]) -> CorrelationSummary:
+def bootstrap(
+    values: Float[Tensor, "prompt ..."],
+    statistic=None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """``statistic`` of ``values`` (mean over prompts by default) with a seeded percentile-bootstrap interval.
+
+    Prompts are resampled with replacement (rows of ``values``); rows holding NaN are
+    dropped first. ``statistic`` maps ``[resample, prompt, ...]`` to ``[resample]``. The same
+    ``seed`` gives the same interval.
+    """
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    statistic = statistic or (lambda v: v.mean(dim=1))
+    values = torch.as_tensor(values, dtype=torch.float64)
+    keep = ~values.reshape(len(values), -1).isnan().any(dim=1) if values.numel() else torch.zeros(0, dtype=torch.bool)
+    values = values[keep]
+    n = len(values)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, level)
+    value = float(statistic(values[None])[0])
+    if n < 2:
+        return Interval(value, float("nan"), float("nan"), n, level)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(n, (n_resamples, n), generator=generator)
+    resampled = statistic(values[index])
+    alpha = (1 - level) / 2
+    low, high = torch.quantile(resampled, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
+    return Interval(value, low, high, n, level)
+
+
+def fisher_mean(r: Float[Tensor, "*resample prompt"]) -> Float[Tensor, "*resample"]:
+    """Mean of correlations through Fisher's z: tanh(mean(atanh(r))), r clipped to ±(1 − 1e-7)."""
+    z = torch.atanh(torch.as_tensor(r, dtype=torch.float64).clamp(-1 + 1e-7, 1 - 1e-7))
+    return torch.tanh(z.mean(dim=-1))
+
+
+@dataclass(frozen=True)
+class CorrelationSummary:
+    """Per-prompt r over prompts: the mean through Fisher's z with its interval, the plain means, the spread."""
+
+    mean: float  # plain mean of r
+    sd: float
+    mean_abs: float  # plain mean of |r| (the published figure)
+    sd_abs: float
+    n_prompts: int
+    fisher: Interval | None = None  # mean of r through Fisher's z, bootstrap interval over prompts
+    abs_interval: Interval | None = None  # mean of |r|, bootstrap interval over prompts
+
+    def __str__(self) -> str:
+        if self.fisher is None:
+            return f"r = {self.mean:.2f} ± {self.sd:.2f}, |r| = {self.mean_abs:.2f} ± {self.sd_abs:.2f} (n = {self.n_prompts})"
+        return (f"r = {self.fisher} (Fisher z; plain mean {self.mean:.2f}), |r| = {self.abs_interval} "
+                f"(n = {self.n_prompts})")
+
+
+def correlation_summary(r: Float[Tensor, "prompt"], n_resamples: int | None = None, seed: int = 0,
+                        level: float = 0.95) -> CorrelationSummary:
+    """Summary of per-prompt r (NaN dropped); with ``n_resamples``, bootstrap intervals of the Fisher-z mean and of mean |r|."""
     r = r[~r.isnan()].double()
     sd = lambda x: float(x.std()) if len(x) > 1 else 0.0  # noqa: E731
-    return CorrelationSummary(float(r.mean()), sd(r), float(r.abs().mean()), sd(r.abs()), len(r))
+    fisher = abs_interval = None
+    if n_resamples is not None:
+        fisher = bootstrap(r, lambda v: fisher_mean(v), n_resamples, seed, level)
+        abs_interval = bootstrap(r.abs(), None, n_resamples, seed, level)
+    return CorrelationSummary(float(r.mean()), sd(r), float(r.abs().mean()), sd(r.abs()), len(r), fisher, abs_interval)
 
 
 def top_components(
@@ -136,6 +218,32 @@ def precision_recall(found: Bool[Tensor, "..."], reference: Bool[Tensor, "..."])
     hits = int((found & reference).sum())
     n_found, n_reference = int(found.sum()), int(reference.sum())
     return (hits / n_found if n_found else float("nan"), hits / n_reference if n_reference else float("nan"))
+
+
+def solved_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "prompt"], min_gap: float) -> Bool[Tensor, "prompt"]:
+    """Prompts whose metric(clean) − metric(corrupted) is at least ``min_gap`` (in the metric's units).
+
+    A prompt the model fails (gap near zero or negative) has no effect to attribute, and
+    its normalised scores divide by almost nothing: it is dropped from the statistics, and
+    the page says how many were.
+    """
+    return (clean - corrupted) >= min_gap
+
+
+def precision_recall_curve(
+    ranking: Float[Tensor, "layer component"], reference: Bool[Tensor, "layer component"], ks: Sequence[int]
+) -> tuple[list[float], list[float]]:
+    """Precision and recall of the top-``k`` components by ``ranking`` (larger first) against ``reference``, per ``k``."""
+    flat, ref = ranking.flatten().nan_to_num(float("-inf")), reference.flatten().bool()
+    order = flat.argsort(descending=True)
+    precision, recall = [], []
+    for k in ks:
+        found = torch.zeros_like(ref)
+        found[order[:k]] = True
+        p, r = precision_recall(found, ref)
+        precision.append(p)
+        recall.append(r)
+    return precision, recall
 
 
 def asymmetry(
@@ -196,3 +304,64 @@ def latent_candidates(asym: Float[Tensor, "layer component"], k: int) -> tuple[B
     and_set[negative[flat[negative].argsort()[:k]]] = True
     or_set[positive[flat[positive].argsort(descending=True)[:k]]] = True
     return and_set.view_as(asym), or_set.view_as(asym)
+
+
+def component_asymmetry(
+    denoising: Float[Tensor, "prompt layer component"],
+    noising: Float[Tensor, "prompt layer component"],
+) -> Float[Tensor, "layer component"]:
+    """:func:`asymmetry` normalised by each component's own scale: in [−1, 1], comparable across components.
+
+    (d + n) · sign(d − n) / (|d| + |n|) of the mean scores d (denoising) and n (noising):
+    −1 when only noising sees the component (AND-like), +1 when only denoising does
+    (OR-like), 0 when the two directions see the same effect. Dividing by the largest
+    score of the whole model instead (:func:`asymmetry`) makes the largest components look
+    the most asymmetric. NaN where both scores are 0 or not computed.
+    """
+    d, n = denoising.mean(dim=0), noising.mean(dim=0)
+    effect = torch.sign(d - n)
+    return (d + n) * torch.where(effect == 0, 1.0, effect) / (d.abs() + n.abs())
+
+
+def asymmetry_labels(
+    denoising: Float[Tensor, "prompt layer component"],
+    noising: Float[Tensor, "prompt layer component"],
+    threshold: float = 0.5,
+    min_effect: float = 0.05,
+) -> np.ndarray:
+    """``"AND"``, ``"OR"`` or ``"neither"`` per component, from AP scores in both directions (normalised units).
+
+    A component is labelled only when its larger mean score is at least ``min_effect`` (of
+    the gap), its two scores have opposite signs (the same effect seen from the two base
+    runs; scores of the same sign are no AND/OR pattern) and :func:`component_asymmetry`
+    is beyond ±``threshold``: below −threshold AND (only noising finds it), above
+    +threshold OR (only denoising does).
+    """
+    d, n = denoising.mean(dim=0), noising.mean(dim=0)
+    asym = component_asymmetry(denoising, noising)
+    big = torch.maximum(d.abs(), n.abs()) >= min_effect
+    opposite = (d * n) <= 0
+    labels = np.full(tuple(asym.shape), "neither", dtype=object)
+    labels[(big & opposite & (asym < -threshold)).numpy()] = "AND"
+    labels[(big & opposite & (asym > threshold)).numpy()] = "OR"
+    return labels
+
+
+def latent_candidates_by_rule(
+    ap_denoising: Float[Tensor, "prompt layer component"],
+    ap_noising: Float[Tensor, "prompt layer component"],
+    ig_asymmetry: Float[Tensor, "layer component"],
+    threshold: float = 0.5,
+    min_effect: float = 0.05,
+    ig_threshold: float = 0.2,
+) -> tuple[Bool[Tensor, "layer component"], Bool[Tensor, "layer component"]]:
+    """(AND, OR) candidates by the rule of the original notebooks: high AP asymmetry, low IG asymmetry.
+
+    A candidate carries the AND or OR label of :func:`asymmetry_labels` (AP scores of
+    both directions, normalised; ``threshold`` and ``min_effect`` as there) and has
+    |IG asymmetry| below ``ig_threshold``: IG credits an AND's or an OR's inputs alike in
+    both directions, so a large IG asymmetry points at something else.
+    """
+    labels = asymmetry_labels(ap_denoising, ap_noising, threshold, min_effect)
+    calm = (ig_asymmetry.abs() < ig_threshold).numpy()
+    return torch.from_numpy((labels == "AND") & calm), torch.from_numpy((labels == "OR") & calm)

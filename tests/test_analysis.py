@@ -184,3 +184,58 @@ def test_share_is_the_ratio_of_means_and_stays_finite_where_a_prompt_has_no_gap(
     result = Attribution("activation_patching", "denoising", scores, None, torch.tensor([2.0, 1.0]), torch.tensor([0.0, 1.0]))
     torch.testing.assert_close(result.share("heads"), torch.tensor([[2.0, 0.0]]))
     assert torch.isinf(result.normalized().heads).any()  # the per-prompt ratio blows up on the zero-gap prompt
+
+
+def test_bootstrap_interval_on_a_hand_computed_example():
+    from ig_ap.analysis import bootstrap
+
+    # Resampled means of [0, 0, 0, 1] are k/4, k ~ Binomial(4, 1/4): P(k = 0) = 0.316 > 2.5%, and
+    # P(k <= 2) = 0.949 < 97.5% <= P(k <= 3) = 0.996, so the 95% interval is [0, 0.75].
+    interval = bootstrap(torch.tensor([0.0, 0.0, 0.0, 1.0]), n_resamples=20_000, seed=1)
+    assert interval.value == 0.25 and interval.low == 0.0 and interval.high == 0.75 and interval.n == 4
+    assert bootstrap(torch.tensor([0.0, 0.0, 0.0, 1.0]), n_resamples=500, seed=3) == bootstrap(
+        torch.tensor([0.0, 0.0, 0.0, 1.0]), n_resamples=500, seed=3)  # seeded
+    one = bootstrap(torch.tensor([0.7, float("nan")]))
+    assert one.n == 1 and math.isnan(one.low) and "no interval" in str(one)
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap(torch.ones(3), n_resamples=0)
+
+
+def test_correlations_are_averaged_through_fisher_z():
+    from ig_ap.analysis import correlation_summary, fisher_mean
+
+    r = torch.tensor([0.5, 0.9, float("nan")], dtype=torch.float64)
+    expected = math.tanh((math.atanh(0.5) + math.atanh(0.9)) / 2)
+    assert abs(float(fisher_mean(r[:2])) - expected) < 1e-12
+    summary = correlation_summary(r, n_resamples=200)
+    assert abs(summary.fisher.value - expected) < 1e-12 and summary.mean == pytest.approx(0.7)
+    assert summary.fisher.low <= summary.fisher.value <= summary.fisher.high and summary.n_prompts == 2
+    assert "Fisher z" in str(summary) and "plain mean 0.70" in str(summary)
+
+
+def test_asymmetry_labels_on_hand_made_scores():
+    from ig_ap.analysis import asymmetry_labels, component_asymmetry, latent_candidates_by_rule
+
+    # components: AND (only noising), OR (only denoising), symmetric, same sign, too small
+    d = torch.tensor([[[0.0, 0.9, 0.5, 0.3, 0.01]]])
+    n = torch.tensor([[[-0.9, 0.0, -0.5, 0.3, 0.0]]])
+    asym = component_asymmetry(d, n)
+    torch.testing.assert_close(asym[0, :3], torch.tensor([-1.0, 1.0, 0.0]))
+    assert asymmetry_labels(d, n).tolist() == [["AND", "OR", "neither", "neither", "neither"]]
+    # a component that works against the answer (both signs flipped) keeps its label
+    assert asymmetry_labels(-d, -n).tolist() == [["AND", "OR", "neither", "neither", "neither"]]
+    ig = torch.tensor([[0.0, 0.5, 0.0, 0.0, 0.0]])
+    and_set, or_set = latent_candidates_by_rule(d, n, ig)
+    assert and_set.tolist() == [[True, False, False, False, False]]
+    assert or_set.tolist() == [[False, False, False, False, False]]  # the OR one has a large IG asymmetry
+
+
+def test_precision_recall_curve_and_solved_prompts():
+    from ig_ap.analysis import precision_recall_curve, solved_prompts
+
+    ranking = torch.tensor([[0.9, 0.1], [0.5, float("nan")]])
+    reference = torch.tensor([[True, False], [False, True]])
+    precision, recall = precision_recall_curve(ranking, reference, [1, 2, 3])
+    assert precision == [1.0, 0.5, 1 / 3] and recall == [0.5, 0.5, 0.5]
+    kept = solved_prompts(torch.tensor([2.0, 0.1, -1.0]), torch.tensor([0.0, 0.0, 0.0]), min_gap=0.5)
+    assert kept.tolist() == [True, False, False]

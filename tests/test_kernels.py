@@ -224,3 +224,31 @@ def test_ig_to_a_tolerance_refines_only_the_layers_that_need_it(tiny_llama):
         integrated_gradients(tiny_llama, batch, tolerance=-1)
     with pytest.raises(AttributionError, match="max_steps must be an int of at least n_steps"):
         integrated_gradients(tiny_llama, batch, n_steps=8, max_steps=4)
+
+
+def _patched_layer_effect(model, batch, kind, layer, base, source):
+    """Exact AP of a whole layer: metric(base run with every component of the layer from source) − metric(base run)."""
+    from ig_ap.attribution import hook_name
+
+    name = hook_name(kind, layer)
+    _, cache = model.run_with_cache(source, names_filter=lambda n: n == name)
+    with torch.no_grad():
+        patched = model.run_with_hooks(base, fwd_hooks=[(name, lambda act, hook: cache[name])], return_type="logits")
+        return batch.score(patched) - batch.score(model(base, return_type="logits"))
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_ig_pairs_with_the_ap_whose_base_run_it_shares(tiny_model, direction):
+    """Per layer, baseline-context IG sums to exact AP of the whole layer in the same direction;
+    input-context IG sums to minus the whole layer's AP in the other direction."""
+    batch = make_dataset("ioi", tiny_model, n=3, seed=0).batch()
+    base, source = _base_and_source(batch, direction)
+    for context, sign, (b, s) in (("baseline", 1.0, (base, source)), ("input", -1.0, (source, base))):
+        ig = integrated_gradients(tiny_model, batch, direction=direction, context=context, n_steps=32, progress=False)
+        for kind in ("heads", "neurons"):
+            for layer in range(tiny_model.cfg.n_layers):
+                exact = sign * _patched_layer_effect(tiny_model, batch, kind, layer, b, s)
+                error = ig.completeness[kind]["error"][:, layer]
+                assert (ig[kind][:, layer].sum(-1) - exact).abs().max() <= error.max() + 1e-4
+                assert error.max() < 1e-2 * (ig.denominator.abs().max() + 1e-3)
+                assert exact.abs().max() > 1e-3 or layer == tiny_model.cfg.n_layers - 1  # the identity is not 0 = 0
