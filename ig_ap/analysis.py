@@ -365,3 +365,24 @@ def latent_candidates_by_rule(
     labels = asymmetry_labels(ap_denoising, ap_noising, threshold, min_effect)
     calm = (ig_asymmetry.abs() < ig_threshold).numpy()
     return torch.from_numpy((labels == "AND") & calm), torch.from_numpy((labels == "OR") & calm)
+
+
+def path_accumulation(attribution, kind: str, k: int = 5) -> dict[tuple[int, int], Float[Tensor, "segment"]]:
+    """Where along IG's path the attribution of the top-``k`` components accumulates.
+
+    For each of the ``k`` components with the largest mean |attribution| (over prompts), the
+    share of its mean attribution gathered by the end of each segment of α (from
+    ``Attribution.path_profile``): a straight line from 1/segments to 1 means the gradient
+    is the same all along the path; a curve that reaches 1 early means the metric
+    saturates, and the points near α = 1 (the input) contribute nothing.
+    """
+    if not attribution.path_profile or kind not in attribution.path_profile:
+        raise ValueError(f"this attribution has no path profile of {kind} (only integrated gradients record one)")
+    profile = attribution.path_profile[kind].double().nanmean(dim=0)  # [layer, component, segment]
+    chosen = top_components(attribution[kind], k=k).nonzero().tolist()
+    chosen.sort(key=lambda lc: -float(attribution[kind][:, lc[0], lc[1]].abs().mean()))
+    out = {}
+    for layer, component in chosen:
+        segments = profile[layer, component]
+        out[layer, component] = segments.cumsum(0) / segments.sum()
+    return out

@@ -81,6 +81,7 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "top_k": (int,),
     "n_prompts": (int,),
     "ig_steps": (int,),
+    "ig_tolerance": (float, int, type(None)),
     "internal_batch_size": (int, type(None)),
     "memory_mb": (int, float),
     "tasks": (str, list),
@@ -116,6 +117,8 @@ def check_parameters(**values: Any) -> None:
             )
         if key in {"n_prompts", "ig_steps", "internal_batch_size", "top_k", "hidden", "toy_seeds"} and value is not None and value < 1:
             raise ParameterError(f"parameter {key} must be at least 1, got {value}")
+        if key == "ig_tolerance" and value is not None and value <= 0:
+            raise ParameterError(f"parameter ig_tolerance must be positive (a share of the gap) or None, got {value}")
         if key == "memory_mb" and value <= 0:
             raise ParameterError(f"parameter memory_mb must be positive, got {value}")
         if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):

@@ -264,3 +264,21 @@ def path_matrix(effects, senders: Sequence[str], receivers: Sequence[str], input
     fig.update_xaxes(title_text="receiver")
     fig.update_yaxes(title_text="sender", row=1, col=1)
     return fig
+
+
+def path_profile_lines(curves: dict[str, object], title: str) -> go.Figure:
+    """Cumulative share of each component's IG attribution along the path (α from baseline 0 to input 1).
+
+    ``curves`` maps a label to the cumulative share at the end of each of the equal α
+    segments (:func:`ig_ap.analysis.path_accumulation`); the dotted diagonal is a gradient
+    that stays the same along the whole path.
+    """
+    fig = go.Figure()
+    for label, values in curves.items():
+        values = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=float)
+        alphas = np.linspace(0, 1, len(values) + 1)
+        fig.add_trace(go.Scatter(x=alphas, y=np.concatenate([[0.0], values]), mode="lines+markers", name=label,
+                                 hovertemplate=label + "<br>α %{x:.2f}: %{y:.2f} of the attribution<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="uniform gradient", line=dict(dash="dot", color="grey")))
+    fig.update_layout(title=title, xaxis_title="α (0 = baseline, 1 = input)", yaxis_title="share of the attribution so far")
+    return fig

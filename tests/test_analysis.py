@@ -239,3 +239,18 @@ def test_precision_recall_curve_and_solved_prompts():
     assert precision == [1.0, 0.5, 1 / 3] and recall == [0.5, 0.5, 0.5]
     kept = solved_prompts(torch.tensor([2.0, 0.1, -1.0]), torch.tensor([0.0, 0.0, 0.0]), min_gap=0.5)
     assert kept.tolist() == [True, False, False]
+
+
+def test_path_accumulation_reads_the_profile_of_the_top_components():
+    from ig_ap.analysis import path_accumulation
+    from ig_ap.attribution import Attribution
+
+    heads = torch.tensor([[[4.0, 0.1]]])  # one prompt, one layer, two heads
+    profile = torch.tensor([[[[1.0, 1.0, 2.0], [0.05, 0.05, 0.0]]]])  # [prompt, layer, head, segment]
+    result = Attribution("integrated_gradients", "denoising", heads, None, torch.ones(1), torch.zeros(1),
+                         path_profile={"heads": profile})
+    curves = path_accumulation(result, "heads", k=1)
+    assert list(curves) == [(0, 0)]
+    torch.testing.assert_close(curves[0, 0], torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="no path profile"):
+        path_accumulation(Attribution("activation_patching", "denoising", heads, None, torch.ones(1), torch.zeros(1)), "heads")
