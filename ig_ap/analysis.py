@@ -220,6 +220,28 @@ def precision_recall(found: Bool[Tensor, "..."], reference: Bool[Tensor, "..."])
     return (hits / n_found if n_found else float("nan"), hits / n_reference if n_reference else float("nan"))
 
 
+def top_per_layer(scores: Float[Tensor, "prompt layer component"], k: int) -> Bool[Tensor, "layer component"]:
+    """Per layer, the ``k`` components with the largest mean |score| over prompts (NaN never chosen)."""
+    magnitude = scores.abs().mean(dim=0).nan_to_num(-1.0)
+    chosen = torch.zeros_like(magnitude, dtype=torch.bool)
+    chosen.scatter_(1, magnitude.topk(min(k, magnitude.shape[1]), dim=1).indices, True)
+    return chosen & (magnitude >= 0)
+
+
+def random_per_layer(n_layers: int, n_components: int, k: int, seed: int = 0) -> Bool[Tensor, "layer component"]:
+    """A seeded uniform random sample of ``k`` components in each layer (the same ``seed``, the same sample)."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.zeros(n_layers, n_components, dtype=torch.bool)
+    for layer in range(n_layers):
+        chosen[layer, torch.randperm(n_components, generator=generator)[:k]] = True
+    return chosen
+
+
+def restrict(scores: Float[Tensor, "prompt layer component"], mask: Bool[Tensor, "layer component"]) -> Float[Tensor, "prompt layer component"]:
+    """``scores`` with every component outside ``mask`` set to NaN, so that statistics see only the mask."""
+    return scores.masked_fill(~mask.to(scores.device)[None], float("nan"))
+
+
 def solved_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "prompt"], min_gap: float) -> Bool[Tensor, "prompt"]:
     """Prompts whose metric(clean) − metric(corrupted) is at least ``min_gap`` (in the metric's units).
 

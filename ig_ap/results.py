@@ -31,7 +31,8 @@ from ig_ap.atp import attribution_patching
 from ig_ap.attribution import Attribution
 from ig_ap.ig import integrated_gradients
 from ig_ap.models import model_info
-from ig_ap.patching import activation_patching, top_neurons
+from ig_ap.analysis import random_per_layer, top_per_layer
+from ig_ap.patching import activation_patching
 from ig_ap.storage import cache_dir, file_sha256, write_files_atomically
 
 
@@ -213,15 +214,32 @@ def compute(model, dataset, kernel: str, direction: str = "denoising", *, direct
     return cached(_directory(directory), key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
 
 
-def compute_ap_neurons(model, dataset, direction: str, neurons: int | str, ranked_by: Attribution, **options) -> Attribution:
-    """AP of neurons: all of them (``neurons="all"``), or the ``neurons`` per layer that ``ranked_by`` scores highest.
+def neuron_subsets(ranked_by, k: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The neurons the chapters patch on a CPU: ``{"random": mask, "top": mask}``, each ``[layer, d_mlp]``.
 
-    The CPU recipe of the chapters: AP of every neuron is too slow there, so it is run on
-    the neurons another method (IG, AtP) ranks first by mean |score| over prompts
-    (:func:`ig_ap.patching.top_neurons`); the rest are NaN. A comparison with ``ranked_by``
-    on this subset is biased toward agreement and must say so. ``options`` as :func:`compute`.
+    ``random``: a seeded uniform sample of ``k`` neurons per layer, the unbiased set on
+    which the headline agreement is measured. ``top``: the union over the attributions in
+    ``ranked_by`` (IG, AtP, ...) of each one's ``k`` neurons per layer with the largest mean
+    |score|, a set *selected* by those methods (agreement on it is biased upward, and the
+    chapters label it so). :func:`compute_ap_neurons` patches their union.
     """
-    subset = None if neurons == "all" else top_neurons(ranked_by.neurons, int(neurons))
+    first = ranked_by[0].neurons
+    top = torch.zeros(first.shape[1:], dtype=torch.bool)
+    for attribution in ranked_by:
+        top |= top_per_layer(attribution.neurons, k)
+    return {"random": random_per_layer(first.shape[1], first.shape[2], k, seed), "top": top}
+
+
+def compute_ap_neurons(model, dataset, direction: str, neurons, **options) -> Attribution:
+    """AP of neurons: all of them (``neurons="all"``), or those in a ``[layer, d_mlp]`` mask (or the union of a dict of masks).
+
+    The rest are NaN. On a CPU the chapters pass :func:`neuron_subsets` (a random sample
+    and the top neurons of other methods). ``options`` as :func:`compute`.
+    """
+    if isinstance(neurons, dict):
+        neurons = torch.stack(list(neurons.values())).any(dim=0)
+    subset = None if isinstance(neurons, str) and neurons == "all" else {
+        layer: row.nonzero().flatten().tolist() for layer, row in enumerate(torch.as_tensor(neurons, dtype=torch.bool))}
     return compute(model, dataset, "ap", direction, components=("neurons",), neurons=subset, **options)
 
 

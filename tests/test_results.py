@@ -150,3 +150,27 @@ def test_memo_computes_once_per_key_and_misses_when_options_change(tmp_path, tin
         f.write_bytes(f.read_bytes()[:-3])
     memo(tiny_gpt2, data, "thing", compute, directory=tmp_path, modules=("heads",), senders=[[0, 1]])
     assert len(calls) == 3
+
+
+def test_ap_of_neurons_on_a_random_sample_and_the_top_of_other_methods(tmp_path, tiny_gpt2):
+    from ig_ap.analysis import random_per_layer, restrict
+    from ig_ap.atp import attribution_patching
+    from ig_ap.patching import activation_patching
+    from ig_ap.results import compute_ap_neurons, neuron_subsets
+    from ig_ap.tasks import make_dataset
+
+    data = make_dataset("ioi", tiny_gpt2, n=2, seed=0)
+    atp = attribution_patching(tiny_gpt2, data.batch(), progress=False)
+    subsets = neuron_subsets([atp], 5, seed=3)
+    assert subsets["random"].sum(1).tolist() == [5, 5] and subsets["top"].sum(1).tolist() == [5, 5]
+    assert torch.equal(subsets["random"], random_per_layer(2, atp.neurons.shape[2], 5, seed=3))  # seeded
+    assert not torch.equal(subsets["random"], random_per_layer(2, atp.neurons.shape[2], 5, seed=4))
+    top_magnitude = atp.neurons.abs().mean(0)
+    assert (top_magnitude[subsets["top"]].min() >= top_magnitude[~subsets["top"]].view(2, -1).max(1).values.min())
+    ours = compute_ap_neurons(tiny_gpt2, data, "denoising", subsets, directory=tmp_path, progress=False)
+    union = subsets["random"] | subsets["top"]
+    assert torch.equal(~ours.neurons[0].isnan(), union)
+    reference = activation_patching(tiny_gpt2, data.batch(), components="neurons", progress=False,
+                                    neurons={l: row.nonzero().flatten().tolist() for l, row in enumerate(union)})
+    torch.testing.assert_close(ours.neurons, reference.neurons, equal_nan=True)
+    assert restrict(ours.neurons, subsets["random"]).isfinite().sum() == 2 * 10
