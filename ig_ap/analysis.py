@@ -81,12 +81,17 @@ def per_prompt_correlation(
     return torch.tensor(out, dtype=torch.float64)
 
 
+MIN_PROMPTS_FOR_INTERVAL = 3
+"""Fewer prompts than this get no bootstrap interval (NaN bounds, printed as "no interval")."""
+
+
 @dataclass(frozen=True)
 class Interval:
     """A statistic over prompts with its bootstrap confidence interval (percentile method).
 
-    ``low`` and ``high`` are NaN when fewer than two prompts remain: one prompt says nothing
-    about the spread, and a reader must not be shown a zero-width interval.
+    ``low`` and ``high`` are NaN when fewer than :data:`MIN_PROMPTS_FOR_INTERVAL` prompts
+    remain: resampling one or two prompts says nothing about the spread (two prompts give
+    three possible means), and a reader must not be shown a near-zero-width interval.
     """
 
     value: float
@@ -134,7 +139,7 @@ def bootstrap(
     if n == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0, level)
     value = float(statistic(values[None])[0])
-    if n < 2:
+    if n < MIN_PROMPTS_FOR_INTERVAL:
         return Interval(value, float("nan"), float("nan"), n, level)
     generator = torch.Generator().manual_seed(seed)
     index = torch.randint(n, (n_resamples, n), generator=generator)
@@ -165,8 +170,8 @@ class CorrelationSummary:
     def __str__(self) -> str:
         if self.fisher is None:
             return f"r = {self.mean:.2f} ± {self.sd:.2f}, |r| = {self.mean_abs:.2f} ± {self.sd_abs:.2f} (n = {self.n_prompts})"
-        return (f"r = {self.fisher} (Fisher z; plain mean {self.mean:.2f}), |r| = {self.abs_interval} "
-                f"(n = {self.n_prompts})")
+        return (f"r = {self.fisher} (Fisher z; plain mean {self.mean:.2f}; mean |r| {self.mean_abs:.2f}; "
+                f"n = {self.n_prompts})")
 
 
 def correlation_summary(r: Float[Tensor, "prompt"], n_resamples: int | None = None, seed: int = 0,
@@ -242,14 +247,34 @@ def restrict(scores: Float[Tensor, "prompt layer component"], mask: Bool[Tensor,
     return scores.masked_fill(~mask.to(scores.device)[None], float("nan"))
 
 
-def solved_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "prompt"], min_gap: float) -> Bool[Tensor, "prompt"]:
-    """Prompts whose metric(clean) − metric(corrupted) is at least ``min_gap`` (in the metric's units).
+def solved_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "prompt"], min_share: float = 0.1) -> Bool[Tensor, "prompt"]:
+    """Prompts the model solves: metric(clean) − metric(corrupted) is positive and at least ``min_share`` of the median positive gap.
 
     A prompt the model fails (gap near zero or negative) has no effect to attribute, and
     its normalised scores divide by almost nothing: it is dropped from the statistics, and
-    the page says how many were.
+    the page says how many were. The threshold is relative so that one rule serves metrics
+    of different units (logit and probability differences).
     """
-    return (clean - corrupted) >= min_gap
+    gap = clean - corrupted
+    positive = gap[gap > 0]
+    if not len(positive):
+        return torch.zeros_like(gap, dtype=torch.bool)
+    return (gap > 0) & (gap >= min_share * positive.median())
+
+
+def overlap_interval(a: Float[Tensor, "prompt layer component"], b: Float[Tensor, "prompt layer component"], k: int,
+                     n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+    """Jaccard index of the top-``k`` components of two methods (by mean |score| over prompts), with a bootstrap interval over prompts."""
+    def statistic(values: Tensor) -> Tensor:  # [resample, prompt, 2, layer, component]
+        magnitude = values.abs().mean(dim=1).flatten(2).nan_to_num(-1.0)  # [resample, 2, components]
+        top = magnitude.topk(min(k, magnitude.shape[2]), dim=2).indices
+        chosen = torch.zeros_like(magnitude, dtype=torch.bool).scatter_(2, top, True)
+        both, either = (chosen[:, 0] & chosen[:, 1]).sum(-1), (chosen[:, 0] | chosen[:, 1]).sum(-1)
+        return both.double() / either.clamp_min(1)
+
+    stacked = torch.stack([a, b], dim=1).double()
+    keep = ~stacked.flatten(1).isnan().all(dim=1)
+    return bootstrap(stacked[keep].nan_to_num(0.0), statistic, n_resamples, seed, level)
 
 
 def precision_recall_curve(

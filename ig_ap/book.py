@@ -50,13 +50,15 @@ PROFILES: dict[str, dict[str, Any]] = {
     # chapter 5's patches are single forward passes, so it takes more prompts.
     "cpu": {
         "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 12, "neurons": 16,
-        "chapters": {"01_background": {"ig_steps": 32, "neurons": 64}, "05_head_patching": {"n_prompts": 8}},
+        "chapters": {"01_background": {"ig_steps": 32, "neurons": 64},
+                     "02_aligned_baselines": {"n_prompts": 6, "n_prompts_neurons": 4, "neurons": 8},
+                     "05_head_patching": {"n_prompts": 8}},
     },
     # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
     # The kernels size their passes from memory_mb (rows = component × prompt or step ×
     # prompt): 32 GiB lets one pass hold every head of a layer, or dozens of IG steps, for
     # 100 GPT-2 prompts, where the CPU default of 1 GiB would run one step per pass.
-    "gpu": {"model": "gpt2", "device": "cuda", "seed": 0, "n_prompts": 100, "ig_steps": 50, "neurons": "all",
+    "gpu": {"model": "gpt2", "device": "cuda", "seed": 0, "n_prompts": 100, "n_prompts_neurons": 100, "ig_steps": 50, "neurons": "all",
             "internal_batch_size": None, "memory_mb": GPU_MEMORY_MB},
 }
 """Parameters per profile; ``chapters`` holds per-chapter overrides (by notebook stem)."""
@@ -80,6 +82,9 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "distractor": (str,),
     "top_k": (int,),
     "n_prompts": (int,),
+    "n_prompts_neurons": (int,),
+    "min_gap": (float, int),
+    "n_resamples": (int,),
     "ig_steps": (int,),
     "ig_tolerance": (float, int, type(None)),
     "internal_batch_size": (int, type(None)),
@@ -115,10 +120,13 @@ def check_parameters(**values: Any) -> None:
                 f"parameter {key} must be {names}, got {value!r} ({type(value).__name__}); "
                 f"pass it as `-p {key} <{types[0].__name__}>`"
             )
-        if key in {"n_prompts", "ig_steps", "internal_batch_size", "top_k", "hidden", "toy_seeds"} and value is not None and value < 1:
+        if key in {"n_prompts", "n_prompts_neurons", "n_resamples", "ig_steps", "internal_batch_size", "top_k", "hidden",
+                   "toy_seeds"} and value is not None and value < 1:
             raise ParameterError(f"parameter {key} must be at least 1, got {value}")
         if key == "ig_tolerance" and value is not None and value <= 0:
             raise ParameterError(f"parameter ig_tolerance must be positive (a share of the gap) or None, got {value}")
+        if key == "min_gap" and not 0 <= value < 1:
+            raise ParameterError(f"parameter min_gap must be a share of the median gap in [0, 1), got {value}")
         if key == "memory_mb" and value <= 0:
             raise ParameterError(f"parameter memory_mb must be positive, got {value}")
         if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):

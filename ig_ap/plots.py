@@ -28,7 +28,7 @@ import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 from plotly.subplots import make_subplots
 
-from ig_ap.analysis import correlation_summary, per_prompt_correlation
+from ig_ap.analysis import CorrelationSummary, Interval, correlation_summary, per_prompt_correlation
 
 RENDERER = "ig_ap"
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
@@ -151,34 +151,69 @@ def method_scatter(a, b, names: tuple[str, str], kind: str, title: str) -> go.Fi
     return fig
 
 
-def correlation_bars(summaries: dict[str, dict[str, object]], title: str) -> go.Figure:
-    """Mean per-prompt |r| (± sd) for each task, heads and neurons side by side.
+def _with_error(v) -> tuple[float, float | None, float | None]:
+    """(value, error above, error below) of a number, a ``(mean, sd)`` pair, an
+    :class:`~ig_ap.analysis.Interval` (its bootstrap interval) or a
+    :class:`~ig_ap.analysis.CorrelationSummary` (the Fisher-z mean of r and its interval when
+    it has one, else mean |r| ± sd)."""
+    if isinstance(v, CorrelationSummary):
+        v = v.fisher if v.fisher is not None else (v.mean_abs, v.sd_abs)
+    if isinstance(v, Interval):
+        if not np.isfinite(v.low):
+            return v.value, None, None
+        return v.value, v.high - v.value, v.value - v.low
+    if isinstance(v, (tuple, list)):
+        return float(v[0]), float(v[1]), float(v[1])
+    return float(v), None, None
 
-    ``summaries[task][kind]`` is an :class:`ig_ap.analysis.CorrelationSummary`.
+
+def _error_bars(triples) -> dict | None:
+    if all(up is None for _, up, _ in triples):
+        return None
+    return dict(type="data", symmetric=False, array=[up or 0.0 for _, up, _ in triples],
+                arrayminus=[down or 0.0 for _, _, down in triples], visible=True)
+
+
+def correlation_bars(summaries: dict[str, dict[str, object]], title: str) -> go.Figure:
+    """Per-prompt r between two methods for each task, heads and neurons side by side.
+
+    ``summaries[task][kind]`` is an :class:`ig_ap.analysis.CorrelationSummary`: with
+    intervals, the bar is the mean r through Fisher's z and the error bar its 95%
+    bootstrap interval over prompts; without, mean |r| ± sd.
     """
     fig = go.Figure()
     tasks = list(summaries)
+    with_intervals = any(getattr(k, "fisher", None) is not None for t in tasks for k in summaries[t].values())
     for kind in ("heads", "neurons"):
         present = [t for t in tasks if kind in summaries[t]]
         if not present:
             continue
+        triples = [_with_error(summaries[t][kind]) for t in present]
         fig.add_trace(go.Bar(
-            name=kind, x=present, y=[summaries[t][kind].mean_abs for t in present],
-            error_y=dict(type="data", array=[summaries[t][kind].sd_abs for t in present]),
-            hovertemplate="%{x} " + kind + "<br>mean |r| %{y:.3f}<extra></extra>",
+            name=kind, x=present, y=[v for v, _, _ in triples], error_y=_error_bars(triples),
+            hovertemplate="%{x} " + kind + "<br>r %{y:.3f}<extra></extra>",
         ))
-    fig.update_layout(title=title, xaxis_title="task", yaxis_title="mean per-prompt |r|", barmode="group", yaxis_range=[0, 1.05])
+    label = "mean per-prompt r (Fisher z), 95% interval" if with_intervals else "mean per-prompt |r|"
+    fig.update_layout(title=title, xaxis_title="task", yaxis_title=label, barmode="group",
+                      yaxis_range=[-1.05 if with_intervals else 0, 1.05])
     return fig
 
 
 def faithfulness_curves(sizes, curves: dict[str, object], title: str, kind: str = "heads") -> go.Figure:
-    """Faithfulness (mean ± sd over prompts) against the number of components kept, one line per method."""
+    """Faithfulness against the number of components kept, one line per method.
+
+    A curve is a list of :class:`~ig_ap.analysis.Interval` (one per size: the mean over
+    prompts and its bootstrap interval), or a ``[size, prompt]`` tensor (mean ± sd).
+    """
     fig = go.Figure()
     for method, values in curves.items():
-        array = values.detach().cpu().double().numpy() if hasattr(values, "detach") else np.asarray(values, dtype=float)
-        mean, sd = array.mean(axis=1), array.std(axis=1)
+        if isinstance(values, (list, tuple)) and values and isinstance(values[0], Interval):
+            triples = [_with_error(v) for v in values]
+        else:
+            array = values.detach().cpu().double().numpy() if hasattr(values, "detach") else np.asarray(values, dtype=float)
+            triples = [(m, sd, sd) for m, sd in zip(array.mean(axis=1), array.std(axis=1))]
         fig.add_trace(go.Scatter(
-            x=list(sizes), y=mean, name=method, mode="lines+markers", error_y=dict(type="data", array=sd, visible=True),
+            x=list(sizes), y=[v for v, _, _ in triples], name=method, mode="lines+markers", error_y=_error_bars(triples),
             hovertemplate=method + ": top %{x} " + kind + "<br>faithfulness %{y:.3f}<extra></extra>",
         ))
     fig.update_layout(title=title, xaxis_title=f"{kind} kept (top-k by |score|)", yaxis_title="faithfulness (normalised metric kept)",
@@ -194,26 +229,18 @@ def asymmetry_map(asym, title: str) -> go.Figure:
 def grouped_bars(values: dict[str, dict[str, object]], title: str, yaxis: str, xaxis: str = "task", yrange=None) -> go.Figure:
     """Bars grouped by the outer key (e.g. task), one series per inner key (e.g. method pair).
 
-    A value is a number, a ``(mean, sd)`` pair (drawn with an error bar), or a
-    :class:`ig_ap.analysis.CorrelationSummary` (its mean |r| ± sd). Missing values leave a gap.
+    A value is a number, a ``(mean, sd)`` pair, an :class:`ig_ap.analysis.Interval` (drawn
+    with its interval) or a :class:`ig_ap.analysis.CorrelationSummary` (see
+    :func:`correlation_bars`). Missing values leave a gap.
     """
-    def split(v):
-        if hasattr(v, "mean_abs"):
-            return v.mean_abs, v.sd_abs
-        if isinstance(v, (tuple, list)):
-            return float(v[0]), float(v[1])
-        return float(v), None
-
     groups = list(values)
     series = list(dict.fromkeys(s for g in groups for s in values[g]))
     fig = go.Figure()
     for name in series:
         present = [g for g in groups if name in values[g]]
-        pairs = [split(values[g][name]) for g in present]
-        errors = [sd for _, sd in pairs]
+        triples = [_with_error(values[g][name]) for g in present]
         fig.add_trace(go.Bar(
-            name=name, x=present, y=[m for m, _ in pairs],
-            error_y=dict(type="data", array=[e or 0.0 for e in errors]) if any(e is not None for e in errors) else None,
+            name=name, x=present, y=[v for v, _, _ in triples], error_y=_error_bars(triples),
             hovertemplate="%{x}<br>" + name + ": %{y:.3f}<extra></extra>",
         ))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, barmode="group", legend_title_text="")

@@ -178,6 +178,18 @@ class TaskDataset:
             pad_id=self.pad_id,
         )
 
+    def head(self, k: int) -> "TaskDataset":
+        """The first ``k`` prompt pairs, as a dataset of their own (its ``variant`` says so, so results of
+        the two never share a cache entry: ``make_dataset(n=k)`` may hold other prompts)."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self):
+            raise TaskError(f"k must be an int in 1 … {len(self)}, got {k!r}")
+        if k == len(self):
+            return self
+        pick = lambda items: items[:k]  # noqa: E731
+        return replace(self, variant=f"{self.variant}-first{k}of{len(self)}", clean_prompts=pick(self.clean_prompts),
+                       corrupted_prompts=pick(self.corrupted_prompts), clean_ids=pick(self.clean_ids),
+                       corrupted_ids=pick(self.corrupted_ids), answers=self.answers[:k], answer_strings=pick(self.answer_strings))
+
     def batches(self, batch_size: int) -> Iterator[Batch]:
         """Consecutive batches of at most ``batch_size`` prompts."""
         if not isinstance(batch_size, int) or batch_size < 1:

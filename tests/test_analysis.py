@@ -204,12 +204,13 @@ def test_bootstrap_interval_on_a_hand_computed_example():
 def test_correlations_are_averaged_through_fisher_z():
     from ig_ap.analysis import correlation_summary, fisher_mean
 
-    r = torch.tensor([0.5, 0.9, float("nan")], dtype=torch.float64)
-    expected = math.tanh((math.atanh(0.5) + math.atanh(0.9)) / 2)
-    assert abs(float(fisher_mean(r[:2])) - expected) < 1e-12
+    r = torch.tensor([0.5, 0.9, 0.7, float("nan")], dtype=torch.float64)
+    expected = math.tanh((math.atanh(0.5) + math.atanh(0.9) + math.atanh(0.7)) / 3)
+    assert abs(float(fisher_mean(r[:3])) - expected) < 1e-12
     summary = correlation_summary(r, n_resamples=200)
     assert abs(summary.fisher.value - expected) < 1e-12 and summary.mean == pytest.approx(0.7)
-    assert summary.fisher.low <= summary.fisher.value <= summary.fisher.high and summary.n_prompts == 2
+    assert summary.fisher.low <= summary.fisher.value <= summary.fisher.high and summary.n_prompts == 3
+    assert math.isnan(correlation_summary(r[:2], n_resamples=200).fisher.low)  # two prompts: no interval
     assert "Fisher z" in str(summary) and "plain mean 0.70" in str(summary)
 
 
@@ -237,8 +238,9 @@ def test_precision_recall_curve_and_solved_prompts():
     reference = torch.tensor([[True, False], [False, True]])
     precision, recall = precision_recall_curve(ranking, reference, [1, 2, 3])
     assert precision == [1.0, 0.5, 1 / 3] and recall == [0.5, 0.5, 0.5]
-    kept = solved_prompts(torch.tensor([2.0, 0.1, -1.0]), torch.tensor([0.0, 0.0, 0.0]), min_gap=0.5)
-    assert kept.tolist() == [True, False, False]
+    kept = solved_prompts(torch.tensor([2.0, 0.1, -1.0, 4.0]), torch.zeros(4), min_share=0.1)
+    assert kept.tolist() == [True, False, False, True]  # 0.1 is below a tenth of the median positive gap (2)
+    assert not solved_prompts(torch.tensor([-1.0]), torch.zeros(1)).any()
 
 
 def test_path_accumulation_reads_the_profile_of_the_top_components():
@@ -254,3 +256,15 @@ def test_path_accumulation_reads_the_profile_of_the_top_components():
     torch.testing.assert_close(curves[0, 0], torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="no path profile"):
         path_accumulation(Attribution("activation_patching", "denoising", heads, None, torch.ones(1), torch.zeros(1)), "heads")
+
+
+def test_overlap_interval_of_top_sets():
+    from ig_ap.analysis import jaccard, overlap_interval
+
+    torch.manual_seed(0)
+    a = torch.randn(6, 3, 4)
+    b = a + 0.05 * torch.randn(6, 3, 4)
+    interval = overlap_interval(a, b, k=3, n_resamples=300)
+    assert interval.value == jaccard(top_components(a, k=3), top_components(b, k=3))
+    assert 0 <= interval.low <= interval.value <= interval.high <= 1 and interval.n == 6
+    assert overlap_interval(a, a, k=3, n_resamples=50).low == 1.0

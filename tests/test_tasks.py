@@ -242,3 +242,13 @@ def test_summary_and_cli(tiny_gpt2, capsys):
     assert main(["--model", "tiny-gpt2", "--tasks", "sentiment"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown task 'sentiment'") and "\n" not in err
+
+
+def test_the_first_prompts_of_a_dataset_are_a_dataset_with_their_own_key(tiny_gpt2):
+    data = make_dataset("capital_country", tiny_gpt2, n=6, seed=0)
+    first = data.head(3)
+    assert first.clean_prompts == data.clean_prompts[:3] and torch.equal(first.batch().answers, data.batch().answers[:3])
+    assert first.variant != data.variant and first.variant != make_dataset("capital_country", tiny_gpt2, n=3, seed=0).variant
+    assert data.head(6) is data
+    with pytest.raises(TaskError, match="k must be an int"):
+        data.head(7)
