@@ -137,8 +137,8 @@ class Interaction:
 
     @property
     def excess(self) -> Float[Tensor, "prompt"]:
-        """joint − sum of singles: > 0 is the signature of AND/OR (non-additive) behaviour."""
-        return self.joint - self.sum_of_singles
+        """|joint| − |sum of singles|: > 0 is the signature of AND/OR (super-additive) behaviour."""
+        return self.joint.abs() - self.sum_of_singles.abs()
 
 
 def interaction(
@@ -148,8 +148,10 @@ def interaction(
 
     OR candidates are checked by noising (each alone is redundant in the clean run, together
     they are not); AND candidates by denoising (each alone does little in the corrupted run,
-    together they restore the behaviour). Effects are |change of the normalised metric|,
-    per prompt or (``normalize="batch"``, one column) as a share of the batch's mean gap.
+    together they restore the behaviour). Effects are signed changes of the normalised
+    metric (metric(patched) − metric(base run)), per prompt or (``normalize="batch"``, one
+    column) as a share of the batch's mean gap; the single effects are summed with their
+    signs, so a set holding heads that work against the answer is not inflated.
     """
     index = candidates.nonzero().tolist()
     if not index:
@@ -161,5 +163,5 @@ def interaction(
         singles.append({kind: one})
     values = patch_sets(model, batch, [{kind: candidates.to(torch.bool)}] + singles, direction, normalize=normalize)
     base = 1.0 if direction == "noising" else 0.0
-    effects = (values - base).abs()
+    effects = values - base
     return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0))

@@ -85,6 +85,8 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "n_prompts_neurons": (int,),
     "min_gap": (float, int),
     "n_resamples": (int,),
+    "asymmetry_threshold": (float, int),
+    "min_effect": (float, int),
     "ig_steps": (int,),
     "ig_tolerance": (float, int, type(None)),
     "internal_batch_size": (int, type(None)),

@@ -309,3 +309,15 @@ def path_profile_lines(curves: dict[str, object], title: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="uniform gradient", line=dict(dash="dot", color="grey")))
     fig.update_layout(title=title, xaxis_title="α (0 = baseline, 1 = input)", yaxis_title="share of the attribution so far")
     return fig
+
+
+def line_curves(x, series: dict[str, object], title: str, xaxis: str, yaxis: str, yrange=None) -> go.Figure:
+    """One line per series over the shared ``x`` values (e.g. precision or recall against k)."""
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_trace(go.Scatter(x=list(x), y=list(values), mode="lines+markers", name=name,
+                                 hovertemplate=name + "<br>" + xaxis + " %{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis)
+    if yrange is not None:
+        fig.update_yaxes(range=list(yrange))
+    return fig

@@ -118,21 +118,21 @@ def test_interaction_of_candidates(tiny_gpt2):
     single = interaction(tiny_gpt2, batch, one, "heads", "denoising")
     torch.testing.assert_close(single.joint, single.sum_of_singles)
     ap = activation_patching(tiny_gpt2, batch, direction="denoising", components="heads", progress=False).normalized()
-    torch.testing.assert_close(single.joint, ap.heads[:, 1, 0].abs().to(single.joint.dtype), rtol=0, atol=1e-4)
+    torch.testing.assert_close(single.joint, ap.heads[:, 1, 0].to(single.joint.dtype), rtol=0, atol=1e-4)
     # Two heads: the joint patch equals patch_sets of both, the singles add up the two AP scores.
     two = one.clone()
     two[0, 3] = True
     pair = interaction(tiny_gpt2, batch, two, "heads", "denoising")
     joint = patch_sets(tiny_gpt2, batch, [{"heads": two}], "denoising")[0]
-    torch.testing.assert_close(pair.joint, joint.abs(), rtol=0, atol=1e-5)
-    expected = ap.heads[:, 1, 0].abs() + ap.heads[:, 0, 3].abs()
+    torch.testing.assert_close(pair.joint, joint, rtol=0, atol=1e-5)
+    expected = ap.heads[:, 1, 0] + ap.heads[:, 0, 3]  # signed: heads that work against the answer subtract
     torch.testing.assert_close(pair.sum_of_singles, expected.to(pair.joint.dtype), rtol=0, atol=1e-4)
     assert (pair.excess != 0).any()
     # As a share of the batch's mean gap: one column, the batch-mean AP over the mean gap.
     raw = activation_patching(tiny_gpt2, batch, direction="denoising", components="heads", progress=False)
     batch_single = interaction(tiny_gpt2, batch, one, "heads", "denoising", normalize="batch")
     assert batch_single.joint.shape == (1,)
-    torch.testing.assert_close(batch_single.joint[0], (raw.heads[:, 1, 0].mean() / raw.denominator.mean()).abs().to(batch_single.joint.dtype),
+    torch.testing.assert_close(batch_single.joint[0], (raw.heads[:, 1, 0].mean() / raw.denominator.mean()).to(batch_single.joint.dtype),
                                rtol=0, atol=1e-4)
 
 
