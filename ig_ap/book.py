@@ -50,7 +50,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # chapter 5's patches are single forward passes, so it takes more prompts.
     "cpu": {
         "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 12, "neurons": 16,
-        "chapters": {"01_background": {"ig_steps": 32, "neurons": 64},
+        "chapters": {"00_model": {"n_prompts": 100}, "01_background": {"ig_steps": 32, "neurons": 64},
                      "02_aligned_baselines": {"n_prompts": 6, "n_prompts_neurons": 4, "neurons": 8},
                      "05_head_patching": {"n_prompts": 8}},
     },
