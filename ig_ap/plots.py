@@ -18,6 +18,7 @@ Every figure has a title, labelled axes and hover text.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -98,7 +99,11 @@ def component_names(kind: str, n_layers: int, n_components: int) -> np.ndarray:
 def _mean(scores) -> np.ndarray:
     """Mean over prompts of ``[prompt, layer, component]``, or a ``[layer, component]`` array as is."""
     array = scores.detach().cpu().double().numpy() if hasattr(scores, "detach") else np.asarray(scores, dtype=float)
-    return np.nanmean(array, axis=0) if array.ndim == 3 else array
+    if array.ndim != 3:
+        return array
+    with warnings.catch_warnings():  # components no prompt has a score for (not computed) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(array, axis=0)
 
 
 def _heatmap_trace(values: np.ndarray, limit: float, label: str, showscale: bool = True) -> go.Heatmap:
