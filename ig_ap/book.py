@@ -51,7 +51,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 12, "neurons": 16,
         "chapters": {"00_model": {"n_prompts": 100}, "01_background": {"ig_steps": 32, "neurons": 64},
-                     "02_aligned_baselines": {"n_prompts": 6, "n_prompts_neurons": 4, "neurons": 8},
+                     "02_aligned_baselines": {"n_prompts": 5, "n_prompts_neurons": 4, "neurons": 8},
+                     "03_latent_components": {"neurons": 8},
                      "05_head_patching": {"n_prompts": 8}},
     },
     # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
