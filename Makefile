@@ -21,8 +21,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(
 book: setup
 	$(PY) -m ig_ap.book build $(BOOK_ARGS)
 
+# The tests run in a private network namespace where only loopback exists: Ray (the sweep
+# tests) binds to 127.0.0.1 there instead of this machine's interface, and any attempt of a
+# test to reach the network fails at once.
+NETNS := unshare -rn sh -c 'ip link set lo up && exec "$$0" "$$@"'
+
 test: setup chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(NETNS) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The browser test opens the built pages in headless Chromium (Debian's package). If it
 # cannot be installed here, the browser test fails: it does not skip.

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -194,6 +196,47 @@ def _plain(value):
     return [_plain(x) for x in value] if isinstance(value, (tuple, list)) else value
 
 
+class MissingResultError(FileNotFoundError):
+    """A result that a chapter reads from a sweep's results (:func:`read_from`) is not there."""
+
+
+_SOURCE: dict[str, Any] = {"directory": None, "read_only": False, "explain": None}
+
+
+def read_from(directory: str | Path | None, *, read_only: bool = True, explain: Callable[[dict], list[str]] | None = None) -> None:
+    """Take :func:`compute`'s results from ``directory`` (``None``: back to the default cache, computing what is missing).
+
+    With ``read_only`` (the default), a result that is not there is a
+    :class:`MissingResultError` instead of a computation, so that a book built from a
+    cluster's sweep (``-p results DIR``) never starts a long run by accident; its one line
+    names the sweep specs that produce the result, ``explain(key)`` (e.g.
+    :func:`ig_ap.sweep.specs_producing`). Only attribution kernels are affected;
+    :func:`memo` keeps computing into the default cache.
+    """
+    _SOURCE.update(directory=None if directory is None else Path(directory).expanduser(),
+                   read_only=bool(read_only) and directory is not None, explain=explain)
+
+
+def check_options(kernel: str, options: dict) -> None:
+    """One line if ``kernel`` is unknown or takes none of an option in ``options`` (before any work)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNELS)}")
+    if "metric" in options:
+        raise ValueError("compute keys results by their inputs, and a custom metric has no key; "
+                         "call the kernel directly (e.g. ig_ap.integrated_gradients(model, batch, metric=...))")
+    accepted = [p for p in inspect.signature(KERNELS[kernel]).parameters if p not in ("model", "batch", "metric", "direction")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"kernel {kernel!r} takes no option {', '.join(unknown)}; its options: {', '.join(accepted)}")
+
+
+def compute_key(model, dataset, kernel: str, direction: str = "denoising", **options) -> dict:
+    """The key :func:`compute` files this result under (what a sweep's merged shards are saved as)."""
+    check_options(kernel, options)
+    keyed = {k: _plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
+    return _dataset_key(model, dataset, kernel=kernel, direction=direction, **keyed)
+
+
 def compute(model, dataset, kernel: str, direction: str = "denoising", *, directory: str | Path | None = None,
             **options) -> Attribution:
     """Run one kernel on all of a dataset's prompts, or load the result from the cache.
@@ -202,16 +245,26 @@ def compute(model, dataset, kernel: str, direction: str = "denoising", *, direct
     to the kernel unchanged (``components``, ``n_steps``, ``method``, ``layers``, ...) and,
     except those that change only the speed (``progress``, ``internal_batch_size``,
     ``memory_mb``, ``device``), into the key with the model, task, variant, seed and size
-    of the dataset. ``directory`` defaults to ``cache_dir()/results``.
+    of the dataset (:func:`compute_key`). ``directory`` defaults to the folder set by
+    :func:`read_from`, else ``cache_dir()/results``.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNELS)}")
-    if "metric" in options:
-        raise ValueError("compute keys results by their inputs, and a custom metric has no key; "
-                         "call the kernel directly (e.g. ig_ap.integrated_gradients(model, batch, metric=...))")
-    keyed = {k: _plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
-    key = _dataset_key(model, dataset, kernel=kernel, direction=direction, **keyed)
-    return cached(_directory(directory), key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
+    key = compute_key(model, dataset, kernel, direction, **options)
+    directory = Path(directory) if directory is not None else _SOURCE["directory"] or _directory(None)
+    if _SOURCE["read_only"] and _read(directory / result_name(key)) is None:
+        raise MissingResultError(_missing(key, directory))
+    return cached(directory, key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
+
+
+def _missing(key: dict, directory: Path) -> str:
+    """One line: which result is missing from ``directory`` and which sweep spec holds it."""
+    options = {k: v for k, v in key.items() if k not in _DATASET_FIELDS + ("kernel", "direction", "ig_ap_version", "ig_ap_code")}
+    what = (f"{key['kernel']} {key['direction']} of {key['model']} on {key['task']} ({key['variant']}, "
+            f"{key['n']} prompts, seed {key['seed']}) with {json.dumps(options) if options else 'default options'}")
+    specs = _SOURCE["explain"](key) if _SOURCE["explain"] else []
+    how = (f"`python -m ig_ap.sweep run {specs[0]} --results {directory}` produces it" if specs else
+           f"no known sweep spec holds it: add a method {{kernel: {key['kernel']}, "
+           f"{', '.join(f'{k}: {json.dumps(v)}' for k, v in options.items())}}} to a spec and run it")
+    return f"no result for {what} in {directory}; {how}"
 
 
 def neuron_subsets(ranked_by, k: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -241,6 +294,9 @@ def compute_ap_neurons(model, dataset, direction: str, neurons, **options) -> At
     subset = None if isinstance(neurons, str) and neurons == "all" else {
         layer: row.nonzero().flatten().tolist() for layer, row in enumerate(torch.as_tensor(neurons, dtype=torch.bool))}
     return compute(model, dataset, "ap", direction, components=("neurons",), neurons=subset, **options)
+
+
+_DATASET_FIELDS = ("model", "task", "variant", "seed", "n")
 
 
 def _dataset_key(model, dataset, **fields) -> dict:
@@ -273,3 +329,82 @@ def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, dire
     value = compute()
     _write(path, {"value": value.detach().cpu().contiguous()}, {"key": key, "name": name})
     return value
+
+
+# --------------------------------------------------------------------------- export
+
+EXPORT_COLUMNS = ("model", "task", "variant", "seed", "n", "direction", "method", "options", "prompt", "layer", "kind",
+                  "component", "score", "clean_metric", "corrupted_metric")
+"""The long-form table :func:`export_table` gives: one row per prompt and computed component of every result."""
+
+
+def export_table(directory: str | Path | None = None):
+    """Every attribution result in ``directory`` as one long ``pandas.DataFrame`` (:data:`EXPORT_COLUMNS`).
+
+    One row per result, prompt, layer and computed component (NaN, i.e. not computed, is
+    left out); ``score`` is in the metric's units (divide by ``clean_metric −
+    corrupted_metric`` for the normalised score); ``method`` is the kernel (``ap``, ``ig``,
+    ``atp``) and ``options`` the rest of its key as JSON. Sweep shards (in ``shards/``)
+    and :func:`memo` tensors are not attribution results and are left out.
+    """
+    import pandas as pd
+
+    directory = _directory(directory)
+    frames = []
+    for sidecar_path in sorted(directory.glob("*.json")):
+        found = _read(sidecar_path.with_suffix(""))
+        if found is None or "kernel" not in found[0].get("key", {}):
+            continue
+        key, tensors = found[0]["key"], found[1]
+        options = {k: v for k, v in key.items() if k not in _DATASET_FIELDS + ("kernel", "direction", "ig_ap_version", "ig_ap_code")}
+        for kind in ("heads", "neurons"):
+            if kind not in tensors:
+                continue
+            scores = tensors[kind]
+            prompt, layer, component = (~scores.isnan()).nonzero(as_tuple=True)
+            frames.append(pd.DataFrame({
+                "model": key["model"], "task": key["task"], "variant": key["variant"], "seed": key["seed"], "n": key["n"],
+                "direction": key["direction"], "method": key["kernel"], "options": json.dumps(options, sort_keys=True),
+                "prompt": prompt.numpy(), "layer": layer.numpy(), "kind": kind, "component": component.numpy(),
+                "score": scores[prompt, layer, component].numpy(),
+                "clean_metric": tensors["clean_metric"][prompt].numpy(),
+                "corrupted_metric": tensors["corrupted_metric"][prompt].numpy()}))
+    if not frames:
+        return pd.DataFrame({c: [] for c in EXPORT_COLUMNS})
+    return pd.concat(frames, ignore_index=True)[list(EXPORT_COLUMNS)]
+
+
+def export(directory: str | Path | None, out: str | Path) -> Path:
+    """Write :func:`export_table` to ``out``: Parquet for ``.parquet``, CSV for ``.csv`` (atomically); the path."""
+    out = Path(out)
+    if out.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"export writes .parquet or .csv, not {out.suffix or 'a file without suffix'} ({out})")
+    table = export_table(directory)
+    writer = (lambda tmp: table.to_parquet(tmp, index=False)) if out.suffix == ".parquet" else (
+        lambda tmp: table.to_csv(tmp, index=False))
+    write_files_atomically([out], [writer])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ig_ap.results export [--results DIR] OUT.parquet [OUT.csv ...]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ig_ap.results", description="The results cache.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    command = sub.add_parser("export", help="every cached attribution as one long table (Parquet and/or CSV)")
+    command.add_argument("out", nargs="+", help="files to write: .parquet and/or .csv")
+    command.add_argument("--results", default=None, help="results folder (default: the results cache)")
+    args = parser.parse_args(argv)
+    bad = [o for o in args.out if Path(o).suffix not in (".parquet", ".csv")]
+    if bad:
+        print(f"error: export writes .parquet or .csv files, not {', '.join(bad)}", file=sys.stderr)
+        return 2
+    for out in args.out:
+        path = export(args.results, out)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

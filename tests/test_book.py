@@ -1,12 +1,10 @@
 """The chapter runner and the built book: chapters execute on a tiny model, pages render offline."""
 
-import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import nbformat
 import pytest
