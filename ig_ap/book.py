@@ -34,7 +34,9 @@ from dataclasses import dataclass
 
 import ig_ap
 from ig_ap.models import EMBEDDED, ModelInfo, load_model, model_info
+from ig_ap import results
 from ig_ap.plots import plotly_js_path, use_offline_renderer
+from ig_ap.sweep import specs_producing
 from ig_ap.tasks import Task, parse_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +101,7 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "negative_name_movers": (str,),
     "backup_name_movers": (str,),
     "toy_seeds": (int,),
+    "results": (str, type(None)),
 }
 """The type every chapter parameter must have (``None`` allowed where listed)."""
 
@@ -132,6 +135,9 @@ def check_parameters(**values: Any) -> None:
             raise ParameterError(f"parameter min_gap must be a share of the median gap in [0, 1), got {value}")
         if key == "memory_mb" and value <= 0:
             raise ParameterError(f"parameter memory_mb must be positive, got {value}")
+        if key == "results" and value is not None and not Path(value).expanduser().is_dir():
+            raise ParameterError(f"parameter results must be a folder of sweep results (python -m ig_ap.sweep run SPEC "
+                                 f"--results DIR), and {value!r} is not one")
         if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):
             raise ParameterError(f"parameter neurons must be 'all' or a number of neurons per layer (>= 1), got {value!r}")
 
@@ -158,15 +164,19 @@ def open_chapter(*, show: bool | Sequence[str] = True, **parameters: Any) -> Cha
     """
     check_parameters(**parameters)
     tasks = parse_tasks(parameters["tasks"]) if "tasks" in parameters else None
+    # Attributions from a sweep's results (read-only: a missing one names the spec that produces it), else the cache.
+    results.read_from(parameters.get("results"), explain=specs_producing)
     use_offline_renderer()
     model = load_model(parameters.get("model", EMBEDDED), device=parameters.get("device"), seed=parameters.get("seed", 0))
     info = model_info(model)
     if show:
         from IPython.display import Markdown, display  # only where a chapter runs
 
-        names = [k for k in parameters if k not in ("model", "device", "seed")] if show is True else list(show)
+        names = [k for k in parameters if k not in ("model", "device", "seed", "results")] if show is True else list(show)
         shown = {k: parameters[k] for k in names}
         display(Markdown(built_with(info, **shown)))
+        if parameters.get("results"):
+            display(Markdown(f"*Attributions read from the sweep results in* `{parameters['results']}` (nothing recomputed)."))
     return Chapter(model, info, parameters, tasks)
 
 

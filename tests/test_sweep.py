@@ -180,3 +180,22 @@ def test_read_only_results_name_the_spec_that_produces_a_missing_one(tmp_path, t
     finally:
         results.read_from(None)
     assert not list(tmp_path.iterdir())  # read-only: nothing was computed or written
+
+
+def test_the_book_reads_a_sweep_of_its_own_spec_without_computing(tmp_path):
+    """sweeps/book-gpu.yaml, scaled down to the tiny model, holds every attribution chapters 2-4 ask for."""
+    from ig_ap import book
+
+    scaled = ["models=[tiny-gpt2]", "tasks=[ioi]", "n_prompts=3", "device=cpu", "n_steps=4"]
+    plan = sweep.plan(sweep.load_spec(sweep.SPECS / "book-gpu.yaml", overrides=scaled), tmp_path / "results")
+    assert not sweep.run(plan, workers=2, progress=False).failed
+    filled = _files(tmp_path / "results")
+    parameters = {"model": "tiny-gpt2", "device": "cpu", "tasks": "ioi", "n_prompts": 3, "n_prompts_neurons": 3,
+                  "ig_steps": 4, "neurons": "all", "n_resamples": 50, "toy_seeds": 2, "results": str(tmp_path / "results")}
+    for stem in ("02_aligned_baselines", "03_latent_components", "04_and_or_toy_models"):
+        executed = book.execute_chapter(book.ROOT / "book" / f"{stem}.ipynb", tmp_path / "executed", parameters)
+        assert "Attributions read from the sweep results" in executed.read_text(), stem
+    assert _files(tmp_path / "results") == filled  # read only: nothing computed into the sweep's folder
+    # Another quadrature is not in the sweep: the chapter stops at once and says what is missing.
+    with pytest.raises(book.ChapterFailed, match="MissingResultError: no result for ig denoising of tiny-gpt2-s0 on ioi"):
+        book.execute_chapter(book.ROOT / "book" / "03_latent_components.ipynb", tmp_path / "other", {**parameters, "ig_steps": 5})
