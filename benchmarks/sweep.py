@@ -13,7 +13,9 @@ overhead per shard: (b)'s worker-seconds not spent inside a shard's computation 
 dispatch, result transfer, each worker's first model load), divided by the shards.
 The two results folders must hold the same numbers; the script checks it.
 
-``estimate SPEC``: runs the first shard of each method of SPEC in this process
+``estimate SPEC``: runs one shard of each method of SPEC in this process (the middle
+layer group of the first result's first prompt range, whose cost is about the mean: a
+layer's passes run every layer above it)
 (``--set`` overrides as for ``python -m ig_ap.sweep``) and prints, per method, the
 measured seconds per shard, the number of shards and the CPU- or GPU-hours of the whole
 sweep (shard seconds × shards; threads × that for CPU-hours).
@@ -128,7 +130,10 @@ def estimate(path: str, overrides: list[str]) -> None:
         total = 0.0
         for method in spec.methods:
             shards = [s for s in planned.shards if s.result.method is method]
-            item = sweep.shard_work(spec, shards[0], work)
+            # A layer's passes run every layer above it: the middle layer group of the first prompt range costs the mean.
+            first_range = [s for s in shards if s.prompts == shards[0].prompts and s.result is shards[0].result]
+            typical = first_range[len(first_range) // 2]
+            item = sweep.shard_work(spec, typical, work)
             sweep._worker_model(item.model, item.device, item.seed)  # loaded before the clock starts
             started = time.perf_counter()
             sweep.execute_shard(item)
@@ -137,7 +142,7 @@ def estimate(path: str, overrides: list[str]) -> None:
             seconds = time.perf_counter() - started
             hours = seconds * len(shards) * (spec.threads if spec.device == "cpu" else 1) / 3600
             total += hours
-            print(f"| {method.name} ({shards[0]}) | {len(shards)} | {seconds:.1f} | {hours:.1f} |")
+            print(f"| {method.name} ({typical}) | {len(shards)} | {seconds:.1f} | {hours:.1f} |")
         print(f"| all | {len(planned.shards)} | | {total:.1f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
