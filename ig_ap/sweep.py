@@ -234,6 +234,10 @@ def _check(raw: dict, path: Path | None) -> Spec:
         outside = sorted(set(method_tasks) - set(tasks)) + sorted(set(method_directions) - set(directions))
         if outside:
             fail(f"method {name!r} names {', '.join(outside)}, which the spec's tasks/directions do not hold")
+        chosen = options.get("layers")
+        if chosen is not None and (not isinstance(chosen, list) or not chosen
+                                   or any(isinstance(l, bool) or not isinstance(l, int) for l in chosen)):
+            fail(f"method {name!r}: layers must be a non-empty list of layer numbers (or left out: all), got {chosen!r}")
         shard_layers = entry.get("shard_layers", layers_per_shard)
         if shard_layers is not None:
             positive(f"method {name!r}: shard_layers", shard_layers)
@@ -319,7 +323,9 @@ def plan(spec: Spec, directory: str | Path | None = None) -> Plan:
 
 
 def _shards(spec: Spec, method: Method, result: Result, n_layers: int) -> list[Shard]:
-    layers = list(range(n_layers)) if method.options.get("layers") is None else sorted(method.options["layers"])
+    layers = list(range(n_layers)) if method.options.get("layers") is None else sorted(set(method.options["layers"]))
+    if not 0 <= layers[0] <= layers[-1] < n_layers:
+        raise SpecError(f"method {method.name!r}: layers {layers} are not all layers of {result.model} (0 … {n_layers - 1})")
     # IG to a tolerance doubles a layer's steps until every prompt of the batch meets it: shard its layers only.
     whole = method.kernel == "ig" and method.options.get("tolerance") is not None
     step = spec.n_prompts if whole else spec.prompts_per_shard

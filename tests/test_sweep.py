@@ -148,6 +148,8 @@ def test_a_failing_shard_is_recorded_and_reported(tmp_path, capsys):
     ({"shards": {"prompts": 0}}, "shards.prompts must be a positive int"),
     ({"workers": 3}, "unknown spec key(s) workers"),
     ({"directions": ["up"]}, "unknown direction 'up'"),
+    ({"methods": {"ap": {"kernel": "ap", "layers": []}}}, "layers must be a non-empty list"),
+    ({"methods": {"ap": {"kernel": "ap", "layers": [0, 9]}}}, "are not all layers of tiny-gpt2 (0 … 1)"),
 ])
 def test_a_bad_spec_fails_in_one_line_before_ray_starts(tmp_path, capsys, change, message):
     import ray
