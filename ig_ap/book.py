@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 import ig_ap
 from ig_ap.models import EMBEDDED, ModelInfo, load_model, model_info
 from ig_ap import results
-from ig_ap.plots import plotly_js_path, use_offline_renderer
+from ig_ap.plots import FIGURE_DATA, plotly_js_path, use_offline_renderer
 from ig_ap.sweep import specs_producing
 from ig_ap.tasks import Task, parse_tasks
 
@@ -244,7 +246,11 @@ def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], f
         print(f"  {notebook.stem}: unchanged, reusing {target.relative_to(out_dir.parent.parent)}")
         return target
     partial = out_dir / f".{notebook.stem}.running.ipynb"
+    data = out_dir / "data" / notebook.stem  # each figure's CSV (ig_ap.plots.show), copied next to the page
+    shutil.rmtree(data, ignore_errors=True)
     started = time.perf_counter()
+    previous = os.environ.get(FIGURE_DATA)
+    os.environ[FIGURE_DATA] = str(data)  # the kernel inherits it
     try:
         papermill.execute_notebook(
             str(notebook), str(partial), parameters=passed, cwd=str(notebook.parent),
@@ -256,6 +262,11 @@ def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], f
             f"chapter {notebook.stem} failed in cell {err.exec_count}: {message} "
             f"(the executed copy is at {partial})"
         ) from None
+    finally:
+        if previous is None:
+            os.environ.pop(FIGURE_DATA, None)
+        else:
+            os.environ[FIGURE_DATA] = previous
     partial.replace(target)
     stamp.write_text(key)
     print(f"  {notebook.stem}: executed in {time.perf_counter() - started:.1f} s")
@@ -274,7 +285,7 @@ def stage(root: Path, executed: list[Path], src: Path) -> Path:
     if src.exists():
         shutil.rmtree(src)
     (src / "_static").mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
+    for name in ("_config.yml", "_toc.yml", "references.bib"):
         shutil.copy2(root / name, src / name)
     for path in (root / "book").rglob("*"):
         if path.is_file() and path.suffix != ".ipynb" and ".ipynb_checkpoints" not in path.parts:
@@ -282,7 +293,7 @@ def stage(root: Path, executed: list[Path], src: Path) -> Path:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
     for notebook in executed:
-        shutil.copy2(notebook, src / "book" / notebook.name)
+        _show_parameters_once(notebook, src / "book" / notebook.name)
     if (root / "_static").is_dir():
         shutil.copytree(root / "_static", src / "_static", dirs_exist_ok=True)
     shutil.copy2(plotly_js_path(), src / "_static" / "plotly.min.js")
@@ -332,13 +343,131 @@ def build(
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
         raise ChapterFailed(f"jupyter-book build failed (exit {result.returncode}); its output is above")
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if any(p in line for p in BUILD_ERRORS)]
+    if problems:
+        sys.stderr.write("\n".join(problems) + "\n")
+        raise ChapterFailed(f"the book has {len(problems)} unresolved reference(s), the first: {_plain_line(problems[0])}")
     site = _jupyter_book_output(out) / "_build" / "html"
     if site != out / "html":  # move the finished site into place
         shutil.rmtree(out / "html", ignore_errors=True)
         site.replace(out / "html")
+    _drop_thebe(out / "html")
+    for notebook in executed:  # each figure's CSV, next to its page
+        data = notebook.parent / "data" / notebook.stem
+        if data.is_dir():
+            shutil.copytree(data, out / "html" / "book" / "data" / notebook.stem, dirs_exist_ok=True)
     index = out / "html" / "index.html"
+    manifest = {"profile": profile, "overrides": overrides or {}, "pages": _pages_key(root),
+                "chapters": {n.stem: (out / "executed" / f"{n.stem}.key").read_text() for n in notebooks}}
+    (out / "html" / BUILD_MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     print(f"Book built in {time.perf_counter() - started:.1f} s: {index}")
     return index
+
+
+BUILD_MANIFEST = ".ig_ap-build.json"
+"""Written into the site by :func:`build`: what it was built from, so that :func:`publish` can tell it is current."""
+
+
+def _pages_key(root: Path) -> str:
+    """Hash of the book's sources other than the chapters: configuration, table of contents, bibliography, pages."""
+    digest = hashlib.sha256()
+    paths = [root / "_config.yml", root / "_toc.yml", root / "references.bib", *sorted((root / "book").glob("*.md")),
+             *sorted((root / "_static").glob("*"))]
+    for path in paths:
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+class NotCurrent(RuntimeError):
+    """The built site is missing, incomplete, or older than its sources."""
+
+
+def check_current(out: Path | None = None, root: Path = ROOT) -> dict[str, Any]:
+    """The manifest of the site in ``out/html`` if it is complete and built from the current sources, else :class:`NotCurrent`."""
+    out = Path(out or root / "_build")
+    manifest_path = out / "html" / BUILD_MANIFEST
+    if not (out / "html" / "index.html").is_file() or not manifest_path.is_file():
+        raise NotCurrent(f"no complete book in {out / 'html'}; build it first (make book)")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["pages"] != _pages_key(root):
+        raise NotCurrent("the book's pages, configuration or bibliography changed since it was built; run make book again")
+    for notebook in chapters(root):
+        passed = {k: v for k, v in profile_parameters(manifest["profile"], notebook.stem, manifest["overrides"]).items()
+                  if k in chapter_parameters(notebook)}
+        if manifest["chapters"].get(notebook.stem) != _source_key(notebook, passed):
+            raise NotCurrent(f"chapter {notebook.stem} changed since the book was built (or was never built); run make book again")
+        if not (out / "html" / "book" / f"{notebook.stem}.html").is_file():
+            raise NotCurrent(f"the site has no page for chapter {notebook.stem}; run make book again")
+    return manifest
+
+
+def publish(remote: str = "origin", out: Path | None = None, root: Path = ROOT, branch: str = "gh-pages",
+            repository: Path | None = None) -> str:
+    """Push the built site to ``branch`` of ``remote`` with ghp-import (Jupyter Book 1's way), after :func:`check_current`.
+
+    ``remote``: a remote's name or a repository URL or path. ``repository``: the git
+    repository whose ``branch`` ghp-import writes before pushing (this one by default).
+    Returns the commit pushed.
+    """
+    out = Path(out or root / "_build")
+    manifest = check_current(out, root)
+    repository = Path(repository or root)
+    ghp = Path(sys.executable).parent / "ghp-import"
+    message = f"Publish the book ({manifest['profile']} profile) from {_head(repository)}"
+    command = [str(ghp) if ghp.exists() else "ghp-import", "--no-jekyll", "--push", "--force", "--remote", remote,
+               "--branch", branch, "--message", message, str((out / "html").resolve())]
+    result = subprocess.run(command, cwd=repository, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ChapterFailed(f"ghp-import could not publish to {remote}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+    return subprocess.run(["git", "rev-parse", branch], cwd=repository, capture_output=True, text=True).stdout.strip()
+
+
+def _head(repository: Path) -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repository, capture_output=True, text=True)
+    return head.stdout.strip() or "an unversioned tree"
+
+
+BUILD_ERRORS = ("could not find bibtex key", "Glue reference", "[mystnb.glue]", "undefined label", "unknown document",
+                "reference target not found", "cross-reference target not found")
+"""Sphinx warnings that fail the build: a citation, figure reference or link that resolves to nothing."""
+
+
+_THEBE = re.compile(r'\s*<script>const THEBE_JS_URL = [^<]*</script>|\s*<script async="async" src="[^"]*sphinx-thebe\.js[^"]*"></script>')
+
+
+def _drop_thebe(site: Path) -> None:
+    """Remove sphinx-thebe's scripts from every page.
+
+    Jupyter Book 1 loads sphinx-thebe even with ``launch_buttons.thebe: false``, and its
+    inline script is emitted twice, so every page raised "Identifier 'THEBE_JS_URL' has
+    already been declared" in the console. The book has no live code cells (and runs
+    offline), so thebe has nothing to do: its scripts go.
+    """
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        cleaned = _THEBE.sub("", text)
+        if cleaned != text:
+            page.write_text(cleaned)
+
+
+def _plain_line(line: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+
+
+def _show_parameters_once(executed: Path, staged: Path) -> None:
+    """Copy an executed chapter for Jupyter Book, leaving out its defaults cell where papermill injected the values used.
+
+    The injected cell (tagged ``injected-parameters``) holds the parameters this build ran
+    with; the defaults cell above it would show other values.
+    """
+    notebook = json.loads(executed.read_text())
+    if any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in notebook["cells"]):
+        for cell in notebook["cells"]:
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if "parameters" in tags and "remove-cell" not in tags:
+                tags.append("remove-cell")
+    staged.write_text(json.dumps(notebook, indent=1, ensure_ascii=False))
 
 
 def _jupyter_book_output(out: Path) -> Path:
@@ -370,16 +499,23 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     b.add_argument("--force", action="store_true", help="re-execute chapters even when nothing changed")
     sub.add_parser("chapters", help="list the chapters and their parameters")
+    pub = sub.add_parser("publish", help="push the built site to a gh-pages branch (after checking it is current)")
+    pub.add_argument("--remote", default="origin", help="a remote's name, or a repository URL or path (default: origin)")
+    pub.add_argument("--branch", default="gh-pages")
     args = parser.parse_args(argv)
     try:
         if args.command == "chapters":
             for notebook in chapters():
                 print(notebook.stem, chapter_parameters(notebook))
             return 0
+        if args.command == "publish":
+            commit = publish(args.remote, branch=args.branch)
+            print(f"published {ROOT / '_build' / 'html'} to {args.branch} of {args.remote} ({commit[:12]})")
+            return 0
         overrides = {k: _parse_value(v) for k, v in args.parameter}
         check_parameters(**overrides)
         build(args.profile, args.only, overrides, force=args.force)
-    except (ParameterError, ChapterFailed) as err:
+    except (ParameterError, ChapterFailed, NotCurrent) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -13,11 +13,17 @@ registers the renderer ``"ig_ap"``, whose output carries two representations:
 - ``application/vnd.plotly.v1+json``: the figure itself, which JupyterLab draws when a
   researcher opens the notebook interactively.
 
-Every figure has a title, labelled axes and hover text.
+Every figure has a title, labelled axes and hover text. In the book each one goes through
+:func:`show`: numbered and captioned (the caption says what one point or cell is), with a
+link to a CSV of exactly the numbers it draws (:func:`figure_table`), written next to the
+page when :mod:`ig_ap.book` executes the chapter.
 """
 
 from __future__ import annotations
 
+import html
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -54,9 +60,99 @@ class OfflineRenderer(MimetypeRenderer):
 
 
 def use_offline_renderer() -> None:
-    """Make ``fig.show()`` (and a figure as a cell's last value) use the offline renderer."""
+    """Make ``fig.show()`` (and a figure as a cell's last value) use the offline renderer; start figure numbers at 1."""
     pio.renderers[RENDERER] = OfflineRenderer()
     pio.renderers.default = RENDERER
+    _FIGURES.clear()
+
+
+FIGURE_DATA = "IG_AP_FIGURE_DATA"
+"""Environment variable: the folder (``.../data/<chapter>``) where :func:`show` writes each figure's CSV.
+
+:mod:`ig_ap.book` sets it while it executes a chapter and copies the folder next to the
+page; unset (a notebook opened by hand), no CSV is written and no link shown."""
+
+_FIGURES: dict[str, int] = {}  # figure name -> its number on this page
+
+
+def figure_table(fig: go.Figure):
+    """The numbers ``fig`` draws, as one long ``pandas.DataFrame``: a row per bar, point or heatmap cell.
+
+    Columns: ``trace`` (its legend or panel name), ``type`` (bar, scatter, heatmap),
+    ``label`` (the component or point a row is, where the figure names it: ``L3H1``),
+    ``x``, ``y``, ``value`` (a heatmap cell's colour value; empty otherwise), ``error_plus``
+    and ``error_minus`` (the error bar's extent above and below, where drawn).
+    """
+    import pandas as pd
+
+    rows = []
+    for index, trace in enumerate(fig.data):
+        name = trace.name or f"trace {index}"
+        if trace.type == "heatmap":
+            z = np.asarray(trace.z, dtype=float)
+            xs = list(trace.x) if trace.x is not None else list(range(z.shape[1]))
+            ys = list(trace.y) if trace.y is not None else list(range(z.shape[0]))
+            text = np.asarray(trace.text, dtype=object) if trace.text is not None else None
+            for i, y in enumerate(ys):
+                for j, x in enumerate(xs):
+                    label = text[i][j] if text is not None and text.ndim == 2 else None
+                    rows.append({"trace": name, "type": "heatmap", "label": label, "x": x, "y": y, "value": z[i, j]})
+            continue
+        xs = list(trace.x) if trace.x is not None else list(range(len(trace.y)))
+        ys = list(trace.y) if trace.y is not None else [None] * len(xs)
+        error = getattr(trace, "error_y", None)
+        plus = list(error.array) if error is not None and error.array is not None else [None] * len(xs)
+        minus = list(error.arrayminus) if error is not None and error.arrayminus is not None else plus
+        text = trace.text if trace.text is not None and not isinstance(trace.text, str) else [None] * len(xs)
+        for x, y, up, down, label in zip(xs, ys, plus, minus, text):
+            rows.append({"trace": name, "type": trace.type, "label": label, "x": x, "y": y, "error_plus": up,
+                         "error_minus": down})
+    columns = ["trace", "type", "label", "x", "y", "value", "error_plus", "error_minus"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def show(fig: go.Figure, name: str, caption: str) -> None:
+    """Display ``fig`` numbered (``Figure N`` on its page) with ``caption``, and a link to its numbers as CSV.
+
+    ``name`` (letters, digits, ``-``) identifies the figure on its page: the prose refers to it
+    as ``{glue:md}`name``` (glued as "Figure N"), and its CSV is ``<name>.csv``. ``caption``
+    (Markdown) says what the figure shows and what one point, bar or cell is.
+    """
+    from IPython.display import HTML, Markdown, display
+    from myst_nb import glue
+
+    if not re.fullmatch(r"[A-Za-z0-9-]+", name):
+        raise ValueError(f"figure name {name!r} must be letters, digits and '-'")
+    if name in _FIGURES:
+        raise ValueError(f"figure name {name!r} is used twice on this page")
+    number = _FIGURES[name] = len(_FIGURES) + 1
+    display(fig)
+    link = ""
+    folder = os.environ.get(FIGURE_DATA)
+    if folder:
+        from ig_ap.storage import write_files_atomically
+
+        target = Path(folder) / f"{name}.csv"
+        table = figure_table(fig)
+        write_files_atomically([target], [lambda tmp: table.to_csv(tmp, index=False)])
+        href = f"data/{Path(folder).name}/{name}.csv"
+        link = f' <a class="figure-data" href="{html.escape(href)}" download>Data (CSV)</a>'
+    display(HTML(f'<p class="figure-caption" id="{name}"><strong>Figure {number}.</strong> '
+                 f"{_inline_markdown(caption)}{link}</p>"))
+    glue(name, Markdown(f'<a href="#{name}">Figure {number}</a>'), display=False)
+
+
+def slug(text: str) -> str:
+    """``text`` as a figure name part: lower case letters, digits and ``-`` (``"Greater-Than"`` → ``"greater-than"``)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def _inline_markdown(text: str) -> str:
+    """Captions: escape HTML, then `code`, **bold** and *italic* (all a caption needs)."""
+    text = html.escape(text, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", text)
 
 
 def plotly_js_path() -> Path:
@@ -106,10 +202,10 @@ def _mean(scores) -> np.ndarray:
         return np.nanmean(array, axis=0)
 
 
-def _heatmap_trace(values: np.ndarray, limit: float, label: str, showscale: bool = True) -> go.Heatmap:
+def _heatmap_trace(values: np.ndarray, limit: float, label: str, showscale: bool = True, name: str | None = None) -> go.Heatmap:
     names = component_names("heads", *values.shape)
     return go.Heatmap(
-        z=values, x=list(range(values.shape[1])), y=list(range(values.shape[0])), text=names,
+        name=name or label, z=values, x=list(range(values.shape[1])), y=list(range(values.shape[0])), text=names,
         colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit, showscale=showscale,
         colorbar=dict(title=label),
         hovertemplate="%{text}<br>" + label + " %{z:.4f}<extra></extra>",
@@ -130,8 +226,8 @@ def compare_heatmaps(a, b, names: tuple[str, str], title: str, label: str = "sco
     va, vb = _mean(a), _mean(b)
     limit = float(np.nanmax(np.abs(np.concatenate([va.ravel(), vb.ravel()])))) or 1.0
     fig = make_subplots(rows=1, cols=2, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.06)
-    fig.add_trace(_heatmap_trace(va, limit, label, showscale=False), row=1, col=1)
-    fig.add_trace(_heatmap_trace(vb, limit, label), row=1, col=2)
+    fig.add_trace(_heatmap_trace(va, limit, label, showscale=False, name=names[0]), row=1, col=1)
+    fig.add_trace(_heatmap_trace(vb, limit, label, name=names[1]), row=1, col=2)
     fig.update_layout(title=title, height=220 + 14 * va.shape[0])
     fig.update_xaxes(title_text="head")
     fig.update_yaxes(title_text="layer", row=1, col=1)
@@ -148,7 +244,7 @@ def method_scatter(a, b, names: tuple[str, str], kind: str, title: str) -> go.Fi
     if hasattr(a, "dim") and a.dim() == 3:
         summary = f"per-prompt Pearson {correlation_summary(per_prompt_correlation(a, b))}"
     fig = go.Figure(go.Scattergl(
-        x=va.ravel()[keep], y=vb.ravel()[keep], mode="markers", text=labels[keep], marker=dict(size=4, opacity=0.6),
+        name=kind, x=va.ravel()[keep], y=vb.ravel()[keep], mode="markers", text=labels[keep], marker=dict(size=4, opacity=0.6),
         hovertemplate="%{text}<br>" + names[0] + " %{x:.4f}<br>" + names[1] + " %{y:.4f}<extra></extra>",
     ))
     fig.update_layout(title=dict(text=title, subtitle=dict(text=summary) if summary else None),
@@ -288,7 +384,7 @@ def path_matrix(effects, senders: Sequence[str], receivers: Sequence[str], input
     for i, name in enumerate(inputs):
         text = [[f"{s} → {r} ({name})" for r in receivers] for s in senders]
         fig.add_trace(go.Heatmap(
-            z=array[i], x=list(receivers), y=list(senders), text=text, colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit,
+            name=f"receiver's {name}", z=array[i], x=list(receivers), y=list(senders), text=text, colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit,
             showscale=i == len(inputs) - 1, colorbar=dict(title="effect"),
             hovertemplate="%{text}<br>effect %{z:.4f}<extra></extra>",
         ), row=1, col=i + 1)

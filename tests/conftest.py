@@ -37,3 +37,17 @@ def tiny_llama():
 @pytest.fixture(scope="session", params=["tiny-gpt2", "tiny-llama"])
 def tiny_model(request, tiny_gpt2, tiny_llama):
     return {"tiny-gpt2": tiny_gpt2, "tiny-llama": tiny_llama}[request.param]
+
+
+TINY = {"model": "tiny-gpt2", "device": "cpu", "n_prompts": 2, "ig_steps": 4, "neurons": 4}
+"""The smallest book parameters: every chapter runs in seconds on the tiny model."""
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The whole book built on the tiny model: (out, index), the site in ``out/html``."""
+    from ig_ap import book
+
+    out = tmp_path_factory.mktemp("book") / "site"  # not named _build: the site must still land in out/html
+    index = book.build(overrides=TINY, out=out)
+    return out, index

@@ -5,14 +5,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+from urllib.parse import unquote
 
 import nbformat
+import pandas as pd
 import pytest
 
 from ig_ap import book
 
-TINY = {"model": "tiny-gpt2", "device": "cpu", "n_prompts": 2, "ig_steps": 4, "neurons": 4}
-"""The smallest parameters: every chapter runs in seconds on the tiny model."""
+from conftest import TINY
 
 
 def test_check_parameters_rejects_wrong_types_in_one_line():
@@ -69,11 +71,6 @@ def test_an_unknown_model_stops_the_chapter_with_a_clear_error(tmp_path):
         book.execute_chapter(book.chapters()[0], tmp_path, {**TINY, "model": "nope"})
 
 
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book") / "site"  # not named _build: the site must still land in out/html
-    index = book.build(overrides=TINY, out=out)
-    return out, index
 
 
 def test_the_site_is_built_where_build_says(built_book):
@@ -106,20 +103,26 @@ def _chromium() -> str:
     pytest.fail("Chromium is not installed: `make test` installs Debian's chromium package; install it by hand")
 
 
-def _rendered_dom(url: str) -> str:
-    """The DOM of a page after its scripts ran, in headless Chromium with every outside host unresolvable."""
+def _rendered(url: str, width: int = 1280) -> tuple[str, list[str]]:
+    """The DOM of a page after its scripts ran, and its console messages, in headless Chromium (outside hosts unresolvable)."""
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
             [
                 _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--enable-logging=stderr", "--v=0", f"--window-size={width},900",
                 "--virtual-time-budget=10000", "--dump-dom", url,
             ],
             capture_output=True, text=True, timeout=120,
         )
     assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    console = re.findall(r":CONSOLE[^\]]*\] (.*)", result.stderr)
+    return result.stdout, console
+
+
+CONSOLE_ERROR = re.compile(r"Uncaught|Error\b|Failed to load|Refused to|net::ERR")
+"""A console message that is an error: an exception, a failed or refused load."""
 
 
 @pytest.fixture(scope="module")
@@ -136,20 +139,101 @@ def served_book(built_book):
     server.wait()
 
 
-def test_every_figure_on_every_page_is_drawn_offline(served_book):
+def test_every_page_loads_without_console_errors_and_draws_every_figure_offline(served_book):
     html_dir, base = served_book
-    pages = sorted(p.relative_to(html_dir).as_posix() for p in (html_dir / "book").glob("*.html"))
-    assert pages
+    pages = sorted(p.relative_to(html_dir).as_posix() for p in html_dir.rglob("*.html") if "_static" not in p.parts)
+    assert "book/bibliography.html" in pages and "search.html" in pages
     total = 0
     for page in pages:
         source = (html_dir / page).read_text()
         expected = source.count("Plotly.newPlot(")
-        dom = _rendered_dom(f"{base}/{page}")
+        dom, console = _rendered(f"{base}/{page}")
+        errors = [line for line in console if CONSOLE_ERROR.search(line)]
+        assert not errors, f"{page}: {errors}"
         drawn = len(re.findall(r'<svg[^>]*class="main-svg"', dom))
         # each drawn plotly figure has two main-svg layers (the plot and its overlay)
         assert drawn >= 2 * expected, f"{page}: {expected} figures, {drawn // 2} drawn"
         total += expected
-    assert total >= 1
+    assert total >= 20
+
+
+def test_search_works_offline(served_book):
+    _, base = served_book
+    dom, console = _rendered(f"{base}/search.html?q=integrated")
+    results = re.findall(r'<ul class="search">(.*?)</ul>', dom, re.S)
+    assert results and results[0].count("<li") >= 3, "no search results for 'integrated'"
+    assert not [line for line in console if CONSOLE_ERROR.search(line)]
+
+
+def test_every_internal_and_download_link_resolves(built_book):
+    out, _ = built_book
+    html_dir = out / "html"
+    ids: dict[Path, set[str]] = {}
+    checked = 0
+    for page in html_dir.rglob("*.html"):
+        if "_static" in page.relative_to(html_dir).parts:
+            continue  # the theme's template fragments, not pages
+        text = page.read_text()
+        for target in re.findall(r'(?:href|src)="([^"]+)"', text):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("//"):
+                continue  # another site, mailto:, data: (and no page may load one: see below)
+            path, _, fragment = target.partition("#")
+            resolved = page if not path else (page.parent / unquote(path.split("?")[0])).resolve()
+            assert resolved.is_file(), f"{page.relative_to(html_dir)}: {target} resolves to nothing"
+            if fragment and resolved.suffix == ".html":
+                if resolved not in ids:
+                    ids[resolved] = set(re.findall(r'\sid="([^"]+)"', resolved.read_text()))
+                assert fragment in ids[resolved], f"{page.relative_to(html_dir)}: no #{fragment} in {resolved.name}"
+            checked += 1
+    assert checked > 100
+
+
+def test_figures_are_numbered_captioned_and_come_with_their_data(built_book):
+    out, _ = built_book
+    for notebook in book.chapters():
+        page = (out / "html" / "book" / f"{notebook.stem}.html").read_text()
+        figures = page.count("Plotly.newPlot(")
+        numbers = [int(n) for n in re.findall(r'class="figure-caption" id="fig-[^"]+"><strong>Figure (\d+)\.</strong>', page)]
+        assert numbers == list(range(1, figures + 1)), notebook.stem  # every figure captioned, numbered in order
+        for csv in re.findall(r'href="(data/[^"]+\.csv)" download', page):
+            table = pd.read_csv(out / "html" / "book" / csv)
+            assert len(table) and {"trace", "x", "y"} <= set(table.columns), csv
+        assert len(re.findall(r'href="data/[^"]+\.csv" download', page)) == figures
+        # the text refers to figures by number, through links that resolve (checked above)
+        if figures:
+            assert re.search(r'<a href="#fig-[^"]+">Figure \d+</a>', page), notebook.stem
+
+
+def test_parameters_show_once_and_plumbing_hides_behind_a_toggle(built_book):
+    out, _ = built_book
+    for notebook in book.chapters():
+        page = (out / "html" / "book" / f"{notebook.stem}.html").read_text()
+        assert page.count("tag_injected-parameters") == 1, notebook.stem  # the values this build used
+        assert "tag_parameters" not in page, notebook.stem  # not the defaults as well
+        assert "tag_hide-input" in page and '<details class="admonition hide above-input">' in page, notebook.stem
+
+
+def test_citations_resolve_to_the_bibliography(built_book):
+    out, _ = built_book
+    bibliography = (out / "html" / "book" / "bibliography.html").read_text()
+    texts = [p.read_text() for p in (book.ROOT / "book").glob("*.md")]
+    texts += [c.source for n in book.chapters() for c in nbformat.read(n, as_version=4).cells if c.cell_type == "markdown"]
+    cited = {group for text in texts for group in re.findall(r"\{cite:[pt]\}`([^`]+)`", text)}
+    keys = {k.strip() for group in cited for k in group.split(",")}
+    assert len(keys) >= 10
+    entries = re.findall(r'<div class="citation" id="id\d+" role="doc-biblioentry">', bibliography)
+    assert len(entries) == len(keys)  # every cited work listed, nothing uncited
+
+
+def test_an_unknown_citation_fails_the_build(tmp_path):
+    root = tmp_path / "root"
+    (root / "book").mkdir(parents=True)
+    for name in ("_config.yml", "references.bib"):
+        shutil.copy2(book.ROOT / name, root / name)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\n")
+    (root / "book" / "intro.md").write_text("# Intro\n\nAs shown by {cite:p}`nobody2099unknown`.\n")
+    with pytest.raises(book.ChapterFailed, match='could not find bibtex key "nobody2099unknown"'):
+        book.build(root=root, out=tmp_path / "site")
 
 
 def test_pages_fetch_nothing_from_outside(built_book):

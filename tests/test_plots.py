@@ -1,6 +1,8 @@
 """Figures and the offline renderer."""
 
 import plotly.io as pio
+import pytest
+import torch
 
 from ig_ap import plots
 
@@ -68,3 +70,44 @@ def test_attribution_figures_build_with_named_hover():
     assert amap.data[0].zmid == 0 and "asymmetry" in amap.data[0].hovertemplate
     for figure in (fig, both, scatter, bars, curves, amap):
         assert figure.layout.title.text
+
+
+def test_figure_table_holds_exactly_the_numbers_drawn():
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Bar(name="IG", x=["IOI", "Greater-Than"], y=[0.5, 0.25],
+                            error_y=dict(type="data", array=[0.1, 0.2], arrayminus=[0.3, 0.05]))])
+    table = plots.figure_table(fig)
+    assert table[["x", "y", "error_plus", "error_minus"]].values.tolist() == [["IOI", 0.5, 0.1, 0.3], ["Greater-Than", 0.25, 0.2, 0.05]]
+    heat = plots.figure_table(plots.compare_heatmaps(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, float("nan")]]),
+                                                     ("IG", "AP"), "t"))
+    assert len(heat) == 4 and set(heat.trace) == {"IG", "AP"}
+    assert heat[heat.trace == "IG"].value.tolist() == [1.0, 2.0] and heat[heat.trace == "IG"].label.tolist() == ["L0H0", "L0H1"]
+    assert heat[heat.trace == "AP"].value.isna().tolist() == [False, True]  # not computed stays NaN, never 0
+
+
+def test_show_numbers_figures_writes_their_csv_and_refuses_a_name_twice(tmp_path, monkeypatch):
+    import plotly.graph_objects as go
+
+    monkeypatch.setenv(plots.FIGURE_DATA, str(tmp_path / "data" / "02_chapter"))
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append(obj))
+    plots.use_offline_renderer()
+    try:
+        for name in ("fig-a", "fig-b"):
+            plots.show(go.Figure(go.Bar(x=["a"], y=[1.5])), name, "One *bar* is one thing.")
+        with pytest.raises(ValueError, match="used twice"):
+            plots.show(go.Figure(), "fig-a", "again")
+        with pytest.raises(ValueError, match="letters, digits"):
+            plots.show(go.Figure(), "fig a", "bad name")
+    finally:
+        pio.renderers.default = "plotly_mimetype"
+    captions = [o.data for o in shown if type(o).__name__ == "HTML"]
+    assert "<strong>Figure 2.</strong> One <em>bar</em> is one thing." in captions[1]
+    assert 'href="data/02_chapter/fig-b.csv"' in captions[1]
+    assert (tmp_path / "data" / "02_chapter" / "fig-a.csv").read_text().splitlines()[1].startswith("trace 0,bar,,a,1.5")
+    monkeypatch.delenv(plots.FIGURE_DATA)
+    plots.use_offline_renderer()  # a notebook opened by hand: numbered, but no CSV and no link
+    plots.show(go.Figure(go.Bar(x=["a"], y=[1.0])), "fig-a", "caption")
+    last = [o.data for o in shown if type(o).__name__ == "HTML"][-1]
+    assert "Data (CSV)" not in last and "<strong>Figure 1.</strong>" in last
