@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import ig_ap
 from ig_ap.models import EMBEDDED, ModelInfo, load_model, model_info
 from ig_ap import results
+from ig_ap.results import RESULTS_USED, export
 from ig_ap.plots import FIGURE_DATA, plotly_js_path, use_offline_renderer
 from ig_ap.sweep import specs_producing
 from ig_ap.tasks import Task, parse_tasks
@@ -249,8 +250,10 @@ def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], f
     data = out_dir / "data" / notebook.stem  # each figure's CSV (ig_ap.plots.show), copied next to the page
     shutil.rmtree(data, ignore_errors=True)
     started = time.perf_counter()
-    previous = os.environ.get(FIGURE_DATA)
-    os.environ[FIGURE_DATA] = str(data)  # the kernel inherits it
+    used = out_dir / "data" / f"{notebook.stem}.results"  # the results the chapter reads, for the book's export
+    used.unlink(missing_ok=True)
+    previous = {name: os.environ.get(name) for name in (FIGURE_DATA, RESULTS_USED)}
+    os.environ.update({FIGURE_DATA: str(data), RESULTS_USED: str(used)})  # the kernel inherits them
     try:
         papermill.execute_notebook(
             str(notebook), str(partial), parameters=passed, cwd=str(notebook.parent),
@@ -263,10 +266,11 @@ def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], f
             f"(the executed copy is at {partial})"
         ) from None
     finally:
-        if previous is None:
-            os.environ.pop(FIGURE_DATA, None)
-        else:
-            os.environ[FIGURE_DATA] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     partial.replace(target)
     stamp.write_text(key)
     print(f"  {notebook.stem}: executed in {time.perf_counter() - started:.1f} s")
@@ -352,10 +356,15 @@ def build(
         shutil.rmtree(out / "html", ignore_errors=True)
         site.replace(out / "html")
     _drop_thebe(out / "html")
+    used = []
     for notebook in executed:  # each figure's CSV, next to its page
         data = notebook.parent / "data" / notebook.stem
         if data.is_dir():
             shutil.copytree(data, out / "html" / "book" / "data" / notebook.stem, dirs_exist_ok=True)
+        log = notebook.parent / "data" / f"{notebook.stem}.results"
+        used += log.read_text().split() if log.is_file() else []
+    # Every attribution the chapters read, as one long table (the methods page links it).
+    export(None, out / "html" / "data" / RESULTS_EXPORT, paths=used)
     index = out / "html" / "index.html"
     manifest = {"profile": profile, "overrides": overrides or {}, "pages": _pages_key(root),
                 "chapters": {n.stem: (out / "executed" / f"{n.stem}.key").read_text() for n in notebooks}}
@@ -363,6 +372,9 @@ def build(
     print(f"Book built in {time.perf_counter() - started:.1f} s: {index}")
     return index
 
+
+RESULTS_EXPORT = "results.parquet"
+"""The site's export of every attribution its chapters read (:func:`ig_ap.results.export_table`), in ``data/``."""
 
 BUILD_MANIFEST = ".ig_ap-build.json"
 """Written into the site by :func:`build`: what it was built from, so that :func:`publish` can tell it is current."""

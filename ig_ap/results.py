@@ -19,11 +19,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import os
 import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -252,7 +253,16 @@ def compute(model, dataset, kernel: str, direction: str = "denoising", *, direct
     directory = Path(directory) if directory is not None else _SOURCE["directory"] or _directory(None)
     if _SOURCE["read_only"] and _read(directory / result_name(key)) is None:
         raise MissingResultError(_missing(key, directory))
-    return cached(directory, key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
+    result = cached(directory, key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
+    if os.environ.get(RESULTS_USED):  # the book runner collects what each chapter read, for the results export
+        with open(os.environ[RESULTS_USED], "a") as log:
+            log.write(str(directory / result_name(key)) + "\n")
+    return result
+
+
+RESULTS_USED = "IG_AP_RESULTS_USED"
+"""Environment variable: a file to which :func:`compute` appends the path of every result it returns
+(:mod:`ig_ap.book` sets it per chapter and exports exactly those results with the book)."""
 
 
 def _missing(key: dict, directory: Path) -> str:
@@ -338,20 +348,22 @@ EXPORT_COLUMNS = ("model", "task", "variant", "seed", "n", "direction", "method"
 """The long-form table :func:`export_table` gives: one row per prompt and computed component of every result."""
 
 
-def export_table(directory: str | Path | None = None):
+def export_table(directory: str | Path | None = None, paths: Sequence[str | Path] | None = None):
     """Every attribution result in ``directory`` as one long ``pandas.DataFrame`` (:data:`EXPORT_COLUMNS`).
 
     One row per result, prompt, layer and computed component (NaN, i.e. not computed, is
     left out); ``score`` is in the metric's units (divide by ``clean_metric −
     corrupted_metric`` for the normalised score); ``method`` is the kernel (``ap``, ``ig``,
     ``atp``) and ``options`` the rest of its key as JSON. Sweep shards (in ``shards/``)
-    and :func:`memo` tensors are not attribution results and are left out.
+    and :func:`memo` tensors are not attribution results and are left out. ``paths``:
+    only these results (stems, as :data:`RESULTS_USED` lists them) instead of the folder's.
     """
     import pandas as pd
 
     directory = _directory(directory)
     frames = []
-    for sidecar_path in sorted(directory.glob("*.json")):
+    sidecars = sorted(directory.glob("*.json")) if paths is None else [Path(p).with_suffix(".json") for p in dict.fromkeys(paths)]
+    for sidecar_path in sidecars:
         found = _read(sidecar_path.with_suffix(""))
         if found is None or "kernel" not in found[0].get("key", {}):
             continue
@@ -374,12 +386,12 @@ def export_table(directory: str | Path | None = None):
     return pd.concat(frames, ignore_index=True)[list(EXPORT_COLUMNS)]
 
 
-def export(directory: str | Path | None, out: str | Path) -> Path:
+def export(directory: str | Path | None, out: str | Path, paths: Sequence[str | Path] | None = None) -> Path:
     """Write :func:`export_table` to ``out``: Parquet for ``.parquet``, CSV for ``.csv`` (atomically); the path."""
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"export writes .parquet or .csv, not {out.suffix or 'a file without suffix'} ({out})")
-    table = export_table(directory)
+    table = export_table(directory, paths)
     writer = (lambda tmp: table.to_parquet(tmp, index=False)) if out.suffix == ".parquet" else (
         lambda tmp: table.to_csv(tmp, index=False))
     write_files_atomically([out], [writer])

@@ -204,6 +204,16 @@ def test_figures_are_numbered_captioned_and_come_with_their_data(built_book):
             assert re.search(r'<a href="#fig-[^"]+">Figure \d+</a>', page), notebook.stem
 
 
+def test_the_site_exports_every_attribution_its_chapters_read(built_book):
+    out, _ = built_book
+    table = pd.read_parquet(out / "html" / "data" / book.RESULTS_EXPORT)
+    assert set(table.model) == {"tiny-gpt2-s0"} and {"ap", "ig", "atp"} <= set(table.method)
+    assert set(table.task) == {"ioi", "greater_than", "gender_bias", "capital_country"}  # chapter 2 reads all four
+    assert table.score.notna().all() and len(table) > 1000
+    methods = (out / "html" / "book" / "methods.html").read_text()
+    assert f'href="../data/{book.RESULTS_EXPORT}"' in methods
+
+
 def test_parameters_show_once_and_plumbing_hides_behind_a_toggle(built_book):
     out, _ = built_book
     for notebook in book.chapters():
