@@ -68,8 +68,11 @@ def write_files_atomically(targets: Sequence[Path], writers: Sequence[Callable[[
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             os.close(fd)
             temporaries.append(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
         for tmp, writer in zip(temporaries, writers):
             writer(tmp)
+            os.chmod(tmp, 0o666 & ~umask)  # as a file created in place would be (mkstemp makes it private)
         for tmp, target in zip(temporaries, targets):
             os.replace(tmp, target)
     finally:
