@@ -174,3 +174,16 @@ def test_ap_of_neurons_on_a_random_sample_and_the_top_of_other_methods(tmp_path,
                                     neurons={l: row.nonzero().flatten().tolist() for l, row in enumerate(union)})
     torch.testing.assert_close(ours.neurons, reference.neurons, equal_nan=True)
     assert restrict(ours.neurons, subsets["random"]).isfinite().sum() == 2 * 10
+
+
+def test_atomic_writes_get_the_permissions_of_a_file_created_in_place(tmp_path):
+    import os
+
+    from ig_ap.storage import write_files_atomically
+
+    umask = os.umask(0o022)
+    try:
+        write_files_atomically([tmp_path / "a.csv"], [lambda tmp: tmp.write_text("x\n")])
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644  # a published site's files are readable by its server
