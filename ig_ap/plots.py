@@ -126,6 +126,7 @@ def show(fig: go.Figure, name: str, caption: str) -> None:
     if name in _FIGURES:
         raise ValueError(f"figure name {name!r} is used twice on this page")
     number = _FIGURES[name] = len(_FIGURES) + 1
+    _wrap_titles(fig)
     display(fig)
     link = ""
     folder = os.environ.get(FIGURE_DATA)
@@ -140,6 +141,31 @@ def show(fig: go.Figure, name: str, caption: str) -> None:
     display(HTML(f'<p class="figure-caption" id="{name}"><strong>Figure {number}.</strong> '
                  f"{_inline_markdown(caption)}{link}</p>"))
     glue(name, Markdown(f'<a href="#{name}">Figure {number}</a>'), display=False)
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` broken with ``<br>`` into lines of at most about ``width`` characters (plotly titles never wrap)."""
+    if not text or len(text) <= width or "<br>" in text:
+        return text
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "<br>".join(lines + [line])
+
+
+def _wrap_titles(fig: go.Figure, width: int = 80, panel_width: int = 28) -> None:
+    """Wrap a figure's title and its panel titles so that none runs off the plot (in place)."""
+    title = fig.layout.title.text
+    if title and len(title) > width:
+        fig.update_layout(title_text=_wrap(title, width), margin_t=max(fig.layout.margin.t or 0, 110))
+    panels = len(fig.layout.annotations)
+    for annotation in fig.layout.annotations:
+        if annotation.text and panels > 1:
+            annotation.text = _wrap(annotation.text, panel_width)
 
 
 def slug(text: str) -> str:

@@ -111,3 +111,11 @@ def test_show_numbers_figures_writes_their_csv_and_refuses_a_name_twice(tmp_path
     plots.show(go.Figure(go.Bar(x=["a"], y=[1.0])), "fig-a", "caption")
     last = [o.data for o in shown if type(o).__name__ == "HTML"][-1]
     assert "Data (CSV)" not in last and "<strong>Figure 1.</strong>" in last
+
+
+def test_long_titles_wrap_instead_of_running_off_the_plot():
+    fig = plots.compare_heatmaps(torch.zeros(2, 3), torch.zeros(2, 3), ("IG, corrupted baseline, corrupted run", "AP"),
+                                 "IOI, prompt 0: 'Then, Ben and Jennifer had a long argument. Afterwards Jennifer said to'")
+    plots._wrap_titles(fig)
+    assert all(len(line) <= 80 for line in fig.layout.title.text.split("<br>")) and "<br>" in fig.layout.title.text
+    assert [a.text for a in fig.layout.annotations] == ["IG, corrupted baseline,<br>corrupted run", "AP"]
