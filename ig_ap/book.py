@@ -251,6 +251,7 @@ def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], f
     shutil.rmtree(data, ignore_errors=True)
     started = time.perf_counter()
     used = out_dir / "data" / f"{notebook.stem}.results"  # the results the chapter reads, for the book's export
+    used.parent.mkdir(parents=True, exist_ok=True)
     used.unlink(missing_ok=True)
     previous = {name: os.environ.get(name) for name in (FIGURE_DATA, RESULTS_USED)}
     os.environ.update({FIGURE_DATA: str(data), RESULTS_USED: str(used)})  # the kernel inherits them
