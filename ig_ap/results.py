@@ -234,8 +234,12 @@ def check_options(kernel: str, options: dict) -> None:
 def compute_key(model, dataset, kernel: str, direction: str = "denoising", **options) -> dict:
     """The key :func:`compute` files this result under (what a sweep's merged shards are saved as)."""
     check_options(kernel, options)
-    keyed = {k: _plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
-    return _dataset_key(model, dataset, kernel=kernel, direction=direction, **keyed)
+    return _dataset_key(model, dataset, kernel=kernel, direction=direction, **keyed_options(options))
+
+
+def keyed_options(options: dict) -> dict:
+    """The options that go into a key, as plain JSON: all but those that change only the speed."""
+    return {k: _plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
 
 
 def compute(model, dataset, kernel: str, direction: str = "denoising", *, directory: str | Path | None = None,
@@ -267,7 +271,7 @@ RESULTS_USED = "IG_AP_RESULTS_USED"
 
 def _missing(key: dict, directory: Path) -> str:
     """One line: which result is missing from ``directory`` and which sweep spec holds it."""
-    options = {k: v for k, v in key.items() if k not in _DATASET_FIELDS + ("kernel", "direction", "ig_ap_version", "ig_ap_code")}
+    options = key_options(key)
     what = (f"{key['kernel']} {key['direction']} of {key['model']} on {key['task']} ({key['variant']}, "
             f"{key['n']} prompts, seed {key['seed']}) with {json.dumps(options) if options else 'default options'}")
     specs = _SOURCE["explain"](key) if _SOURCE["explain"] else []
@@ -307,6 +311,11 @@ def compute_ap_neurons(model, dataset, direction: str, neurons, **options) -> At
 
 
 _DATASET_FIELDS = ("model", "task", "variant", "seed", "n")
+
+
+def key_options(key: dict) -> dict:
+    """The kernel options in a :func:`compute_key` (what is left without the dataset, kernel, direction and code fields)."""
+    return {k: v for k, v in key.items() if k not in _DATASET_FIELDS + ("kernel", "direction", "ig_ap_version", "ig_ap_code")}
 
 
 def _dataset_key(model, dataset, **fields) -> dict:
@@ -368,7 +377,7 @@ def export_table(directory: str | Path | None = None, paths: Sequence[str | Path
         if found is None or "kernel" not in found[0].get("key", {}):
             continue
         key, tensors = found[0]["key"], found[1]
-        options = {k: v for k, v in key.items() if k not in _DATASET_FIELDS + ("kernel", "direction", "ig_ap_version", "ig_ap_code")}
+        options = key_options(key)
         for kind in ("heads", "neurons"):
             if kind not in tensors:
                 continue

@@ -600,8 +600,7 @@ def run(plan_: Plan, *, address: str | None = None, workers: int | None = None, 
 
 def specs_producing(key: dict, folder: Path = SPECS) -> list[str]:
     """The specs under ``folder`` with a method, task and direction whose result has ``key`` (models by id not checked)."""
-    options = {k: v for k, v in key.items() if k not in results._DATASET_FIELDS + ("kernel", "direction", "ig_ap_version",
-                                                                                    "ig_ap_code")}
+    options = results.key_options(key)
     found = []
     for path in sorted(folder.glob("*.yaml")):
         try:
@@ -609,9 +608,8 @@ def specs_producing(key: dict, folder: Path = SPECS) -> list[str]:
         except SpecError:
             continue
         for method in spec.methods:
-            keyed = {k: results._plain(v) for k, v in method.options.items() if k not in results._NOT_IN_KEY}
             if (method.kernel == key["kernel"] and key["direction"] in method.directions and key["task"] in method.tasks
-                    and keyed == options and spec.n_prompts == key["n"] and spec.seed == key["seed"]):
+                    and results.keyed_options(method.options) == options and spec.n_prompts == key["n"] and spec.seed == key["seed"]):
                 found.append(str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path))
                 break
     return found
