@@ -12,7 +12,9 @@ task               clean → corrupted                              metric (per 
                    gave a drink to" → ``abc``: the second
                    subject replaced by a third name (default);
                    ``abb``: both names replaced by two others,
-                   same ABB pattern
+                   same ABB pattern; ``swap``: the second subject
+                   replaced by the indirect object, so that the
+                   answer flips (the original notebook's `003`)
 ``greater_than``   "The war lasted from the year 1732 to the       probability on answers greater than
                    year 17" → year 1701                           the clean start minus the rest
 ``gender_bias``    "The nurse said that" → "The man said that"    logit(stereotyped pronoun) − logit(other)
@@ -302,9 +304,14 @@ class _Pair:
     answer_strings: tuple[str, ...]
 
 
+IOI_CORRUPTIONS = ("abc", "abb", "swap")
+"""IOI corruptions: a third name as second subject (``abc``), two other names (``abb``), or the
+indirect object as second subject (``swap``: the corrupted prompt's answer is the clean one's subject)."""
+
+
 def _ioi(tok: _Tok, n: int, rng: random.Random, corruption: str = "abc"):
-    if corruption not in ("abc", "abb"):
-        raise TaskError(f"unknown IOI corruption {corruption!r}; choose 'abc' or 'abb'")
+    if corruption not in IOI_CORRUPTIONS:
+        raise TaskError(f"unknown IOI corruption {corruption!r}; choose one of {', '.join(map(repr, IOI_CORRUPTIONS))}")
     names = [x for x in NAMES if tok.single(" " + x) is not None]
     if len(names) < 8:
         raise TaskError(
@@ -333,6 +340,8 @@ def _ioi(tok: _Tok, n: int, rng: random.Random, corruption: str = "abc"):
         others = [x for x in names if x not in (a, b)]
         if corruption == "abc":
             corrupted = fill(template, order, a, b, rng.choice(others), place, obj)
+        elif corruption == "swap":  # the same names, the other one as subject: the answer flips to b
+            corrupted = fill(template, order, a, b, a, place, obj)
         else:
             d, e = rng.sample(others, 2)
             corrupted = fill(template, order, d, e, e, place, obj)
@@ -460,7 +469,8 @@ def make_dataset(task: Task | str, model, n: int = 100, seed: int = 0, **options
         model: a bridge from :func:`ig_ap.models.load_model` (or its :class:`ModelInfo`).
         n: number of prompt pairs, each different.
         seed: the same seed gives the same dataset.
-        options: task options; IOI takes ``corruption="abc"`` (default) or ``"abb"``.
+        options: task options; IOI takes ``corruption="abc"`` (default), ``"abb"`` or ``"swap"``
+            (:data:`IOI_CORRUPTIONS`).
 
     Raises:
         TaskError: unknown task, ``n`` < 1 or more than the task can give without repeats,

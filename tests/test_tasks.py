@@ -97,6 +97,22 @@ def test_ioi_corruptions(smollm2):
     assert {p.split(" and ")[0].split()[-1] == a[0].strip() for p, a in zip(abc.clean_prompts, abc.answer_strings)} == {True, False}, "ABBA and BABA forms both appear"
 
 
+def test_ioi_name_swap_flips_the_answer_and_keeps_lengths_equal(smollm2):
+    data = make_dataset("ioi", smollm2, n=30, seed=0, corruption="swap")
+    assert data.variant == "swap"
+    count = lambda text, name: len(re.findall(re.escape(name) + r"\b", text))  # noqa: E731
+    for clean, corrupted, ids, corrupted_ids, (io, s) in zip(data.clean_prompts, data.corrupted_prompts, data.clean_ids,
+                                                            data.corrupted_ids, data.answer_strings):
+        assert len(ids) == len(corrupted_ids)
+        at = clean.rindex(s)  # the second mention of the subject becomes the indirect object's name
+        assert corrupted == clean[:at] + io + clean[at + len(s):]
+        assert count(corrupted, io) == 2 and count(corrupted, s) == 1  # now the old subject is the one named once
+    clean_metric, corrupted_metric = evaluate(smollm2, data.head(8))
+    assert clean_metric.mean() > 0 > corrupted_metric.mean()  # the model's answer flips with the names
+    with pytest.raises(TaskError, match="unknown IOI corruption 'xyz'; choose one of 'abc', 'abb', 'swap'"):
+        make_dataset("ioi", smollm2, n=2, corruption="xyz")
+
+
 def test_gender_bias_is_balanced(smollm2):
     data = make_dataset("gender_bias", smollm2, n=40, seed=0)
     assert sum(s[0] == " she" for s in data.answer_strings) == 20
