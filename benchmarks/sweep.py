@@ -102,7 +102,7 @@ def compare() -> None:
         wall_ray = time.perf_counter() - started
         ray.shutdown()
         assert not report.failed, report.failed
-        inside_ray = sum(results._read(s.path(ray_dir))[0]["seconds"] for s in plan_ray.shards)
+        inside_ray = sum(results.find(s.path(ray_dir), s.key).seconds for s in plan_ray.shards)
         overhead = (2 * wall_ray - inside_ray) / n
 
         worst = _same_numbers(plan_one, plan_ray)

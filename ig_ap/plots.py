@@ -36,6 +36,7 @@ from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 from plotly.subplots import make_subplots
 
 from ig_ap.analysis import CorrelationSummary, Interval, correlation_summary, per_prompt_correlation
+from ig_ap.storage import write_files_atomically
 
 RENDERER = "ig_ap"
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
@@ -131,8 +132,6 @@ def show(fig: go.Figure, name: str, caption: str) -> None:
     link = ""
     folder = os.environ.get(FIGURE_DATA)
     if folder:
-        from ig_ap.storage import write_files_atomically
-
         target = Path(folder) / f"{name}.csv"
         table = figure_table(fig)
         write_files_atomically([target], [lambda tmp: table.to_csv(tmp, index=False)])

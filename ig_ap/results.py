@@ -151,6 +151,18 @@ def _read(path: Path):
         return None
 
 
+def _matching(path: Path, key: dict):
+    """(sidecar, tensors) of the complete result at ``path`` if it was stored under ``key``, else None (read and hashed once)."""
+    found = _read(path)
+    return found if found is not None and _key_text(found[0]["key"]) == _key_text(key) else None
+
+
+def find(path: str | Path, key: dict) -> Attribution | None:
+    """The result at ``path`` if it is complete and was stored under ``key``, else None (never an error)."""
+    found = _matching(Path(path), key)
+    return None if found is None else _unflatten(found[1], found[0])
+
+
 def load(path: str | Path, key: dict) -> Attribution:
     """Read the result at ``path``; :class:`ResultKeyError` if it was stored under another key."""
     path = Path(path)
@@ -255,9 +267,12 @@ def compute(model, dataset, kernel: str, direction: str = "denoising", *, direct
     """
     key = compute_key(model, dataset, kernel, direction, **options)
     directory = Path(directory) if directory is not None else _SOURCE["directory"] or _directory(None)
-    if _SOURCE["read_only"] and _read(directory / result_name(key)) is None:
-        raise MissingResultError(_missing(key, directory))
-    result = cached(directory, key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
+    if _SOURCE["read_only"]:
+        result = find(directory / result_name(key), key)
+        if result is None:
+            raise MissingResultError(_missing(key, directory))
+    else:
+        result = cached(directory, key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
     if os.environ.get(RESULTS_USED):  # the book runner collects what each chapter read, for the results export
         with open(os.environ[RESULTS_USED], "a") as log:
             log.write(str(directory / result_name(key)) + "\n")
@@ -342,8 +357,8 @@ def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, dire
     extra = {f"code_{m}": code_hash((m,)) for m in modules}
     key = _dataset_key(model, dataset, name=name, **extra, **{k: _plain(v) for k, v in options.items()})
     path = _directory(directory) / result_name(key)
-    found = _read(path)
-    if found is not None and _key_text(found[0]["key"]) == _key_text(key):
+    found = _matching(path, key)
+    if found is not None:
         return found[1]["value"]
     value = compute()
     _write(path, {"value": value.detach().cpu().contiguous()}, {"key": key, "name": name})

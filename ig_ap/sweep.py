@@ -342,8 +342,7 @@ def _shards(spec: Spec, method: Method, result: Result, n_layers: int) -> list[S
 
 def is_done(path: Path, key: dict) -> bool:
     """Whether a complete result for ``key`` is at ``path`` (files present, hash matching, same key)."""
-    found = results._read(path)
-    return found is not None and results._key_text(found[0]["key"]) == results._key_text(key)
+    return results.find(path, key) is not None
 
 
 # --------------------------------------------------------------------------- one shard
@@ -451,9 +450,11 @@ def merge(plan_: Plan) -> list[Result]:
     merged = []
     for result in plan_.results:
         where = plan_.directory
-        if is_done(result.path(where), result.key) or not all(is_done(s.path(where), s.key) for s in result.shards):
+        if is_done(result.path(where), result.key):
             continue
-        parts = [(s, results.load(s.path(where), s.key)) for s in result.shards]
+        parts = [(s, results.find(s.path(where), s.key)) for s in result.shards]  # each shard read once
+        if any(attribution is None for _, attribution in parts):
+            continue
         results.save(merge_shards(parts, len(result.dataset)), result.path(where), result.key)
         merged.append(result)
     return merged
@@ -511,12 +512,12 @@ def status(plan_: Plan) -> Status:
     done, failed, pending, times = [], [], [], {}
     merged = {id(r) for r in plan_.results if is_done(r.path(plan_.directory), r.key)}
     for shard in plan_.shards:
-        found = results._read(shard.path(plan_.directory))
-        if found is None and id(shard.result) in merged:  # merged, and its shards cleaned away
+        found = results.find(shard.path(plan_.directory), shard.key)
+        if found is not None:
             done.append(shard)
-        elif found is not None and results._key_text(found[0]["key"]) == results._key_text(shard.key):
+            times.setdefault(shard.result.method.name, []).append(found.seconds)
+        elif id(shard.result) in merged:  # merged, and its shards cleaned away
             done.append(shard)
-            times.setdefault(shard.result.method.name, []).append(found[0].get("seconds", 0.0))
         elif _failure_path(plan_.directory, shard).exists():
             failed.append((shard, json.loads(_failure_path(plan_.directory, shard).read_text())["error"]))
         else:
