@@ -149,6 +149,25 @@ def bootstrap(
     return Interval(value, low, high, n, level)
 
 
+def ratio_of_means(
+    numerator: Float[Tensor, "prompt"],
+    denominator: Float[Tensor, "prompt"],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """mean(numerator) / mean(denominator) over prompts, with a seeded bootstrap interval: the book's one rule for shares.
+
+    An effect as a share of the clean−corrupted gap is ``ratio_of_means(metric −
+    corrupted, clean − corrupted)``: the mean effect over the mean gap, not the mean of
+    per-prompt ratios, which one prompt with a gap near zero can throw anywhere. Each
+    resample draws prompts with replacement and takes the ratio of its two means. Prompts
+    where either value is NaN are dropped.
+    """
+    pairs = torch.stack([torch.as_tensor(numerator, dtype=torch.float64), torch.as_tensor(denominator, dtype=torch.float64)], 1)
+    return bootstrap(pairs, lambda v: v[..., 0].mean(-1) / v[..., 1].mean(-1), n_resamples, seed, level)
+
+
 def fisher_mean(r: Float[Tensor, "*resample prompt"]) -> Float[Tensor, "*resample"]:
     """Mean of correlations through Fisher's z: tanh(mean(atanh(r))), r clipped to ±(1 − 1e-7)."""
     z = torch.atanh(torch.as_tensor(r, dtype=torch.float64).clamp(-1 + 1e-7, 1 - 1e-7))

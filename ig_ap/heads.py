@@ -5,27 +5,45 @@ name to the answer, *negative name movers* that write against it, and *backup* n
 that take over when the name movers are removed. This module asks how such a set of heads
 behaves when patched as a whole, and through which paths its effect flows.
 
-Every function works on a head's **output** (``z @ W_O[h]``, at
-``blocks.L.attn.hook_result``), in the denoising frame: the base run is the corrupted
-prompt and patched heads take values derived from the clean one; effects are normalised,
-(metric − metric(corrupted)) / (metric(clean) − metric(corrupted)), per prompt.
+Every patch is in the denoising frame: the base run is the corrupted prompt and patched
+heads take values derived from the clean one. A patch gives the metric per prompt
+(:class:`Patched`); its effect is stated as a **share of the clean−corrupted gap, a ratio of
+means**: (mean metric − mean metric(corrupted)) / (mean metric(clean) − mean
+metric(corrupted)), with a bootstrap interval over prompts
+(:func:`ig_ap.analysis.ratio_of_means`). That is the one rule of this module and of the book.
 
-- :func:`patch_heads`: a set patched ``"jointly"`` (each head gets its clean output) or as a
-  ``"linear_combination"`` (each head gets its corrupted output plus the set's *mean*
-  clean−corrupted output; the set's total output equals the joint patch's, but spread
-  evenly over its heads, and so over their layers). :func:`set_effects` adds the sum of
-  one-head patches and the fractions of the joint effect each recovers.
+- :func:`patch_heads`: a set patched in one of :data:`MODES`:
+
+  - ``"jointly"``: each head gets its clean output;
+  - ``"linear_combination"``: each head gets its corrupted output plus the set's *mean*
+    clean−corrupted output, at ``hook_result`` (``z @ W_O[h]``). The set's total output
+    equals the joint patch's, spread evenly over its heads and so over their layers; a
+    set of one head is exactly that head's patch;
+  - ``"notebook_combination"``: the original notebook's ``get_lin_comb_cache``: each head's
+    ``z`` (at ``hook_z``) gets its *clean* value plus the set's mean clean−corrupted ``z``,
+    averaging ``z`` across heads whose ``W_O`` differ. Each head moves by Δ_h + mean Δ from
+    its corrupted value, about twice its own Δ: a set of one head is patched to
+    corrupted + 2Δ. It is kept to explain the notebook's numbers, not as a definition.
+
+  :func:`set_effects` adds the sum of one-head patches and each way's fraction of the joint effect.
 - :func:`direct_logit_attribution`: every head's output at the last token, through the final
   norm's scale (of the same run, frozen) and ``W_U``, onto the answer direction
   ``W_U[:, answer] − W_U[:, distractor]``; with the embeddings, the MLPs, the attention
   biases and the final biases, the terms add up to the logit difference exactly.
+- :func:`backup_response`: the backup name movers by their response, as Wang et al. define
+  them: heads whose direct effect rises when the name movers are mean-ablated.
+- :func:`attention_readout`: attention from the last token to the indirect object and the subject.
 - :func:`path_patching`: the effect of a sender head's clean output on a receiver head's
-  query, key or value input alone, every other head and MLP frozen at the corrupted run.
+  query, key or value input alone, every other head and MLP frozen at the corrupted run;
+  :func:`mlp_paths`: a head's effect split into its direct path and its paths through each
+  later MLP; :func:`copy_suppression`: what a negative edge's receiver does to the token
+  its sender copies.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -34,10 +52,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ig_ap.analysis import Interval, bootstrap, ratio_of_means
 from ig_ap.attribution import AttributionError
 from ig_ap.models import model_info
 from ig_ap.results import memo
-from ig_ap.tasks import Batch, Task, final_logits, normalized
+from ig_ap.tasks import Batch, Task, final_logits
 
 Head = tuple[int, int]
 
@@ -49,12 +68,18 @@ PUBLISHED_IOI_HEADS: dict[str, list[Head]] = {
 }
 """The IOI head classes of GPT-2 small (Wang et al. 2023), as (layer, head)."""
 
-MODES = ("jointly", "linear_combination")
+MODES = ("jointly", "linear_combination", "notebook_combination")
 INPUTS = ("q", "k", "v")
+MIN_JOINT_SHARE = 0.05
+"""A fraction of the joint effect is undefined (NaN) when the joint effect is under this share of the gap."""
 
 
 def result_hook(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_result"
+
+
+def z_hook(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
 
 
 def is_gpt2_small(model) -> bool:
@@ -84,6 +109,49 @@ def check_heads(model, heads: Sequence[Head], what: str = "heads") -> list[Head]
     return list(dict.fromkeys(out))
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise AttributionError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+
+
+# --------------------------------------------------------------------------- patched metrics and their shares
+
+
+@dataclass(frozen=True)
+class Patched:
+    """The metric of patched corrupted runs per prompt, with the clean and corrupted runs' metrics.
+
+    ``metric`` has one row per patch (any leading shape) and the prompts last. Effects are
+    read as shares of the gap by the ratio of means (:meth:`share`, :meth:`interval`).
+    """
+
+    metric: Float[Tensor, "*patch prompt"]
+    clean: Float[Tensor, "prompt"]
+    corrupted: Float[Tensor, "prompt"]
+
+    def effect(self) -> Float[Tensor, "*patch prompt"]:
+        """metric − metric(corrupted), per prompt, in the metric's units."""
+        return self.metric - self.corrupted
+
+    @property
+    def gap(self) -> Float[Tensor, "prompt"]:
+        return self.clean - self.corrupted
+
+    def share(self) -> Float[Tensor, "*patch"]:
+        """Each patch's mean effect over the mean gap (the ratio of means): 0 = the corrupted run, 1 = the clean one."""
+        return self.effect().mean(-1) / self.gap.mean()
+
+    def interval(self, *index: int, n_resamples: int = 1000, seed: int = 0) -> Interval:
+        """The share of the patch at ``index`` with its 95% bootstrap interval over prompts."""
+        return ratio_of_means(self.effect()[index], self.gap, n_resamples, seed)
+
+    def __getitem__(self, index) -> "Patched":
+        return Patched(self.metric[index], self.clean, self.corrupted)
+
+    def to_dict(self) -> dict[str, Tensor]:
+        return {"metric": self.metric, "clean": self.clean, "corrupted": self.corrupted}
+
+
 def _runs(model, batch: Batch, names: Sequence[str]):
     """Clean and corrupted caches of ``names`` and the two metrics."""
     keep = set(names)
@@ -93,14 +161,26 @@ def _runs(model, batch: Batch, names: Sequence[str]):
     return clean, corrupted, batch.score(clean_logits), batch.score(corrupted_logits)
 
 
-def _set_outputs(heads: Sequence[Head], names, clean, corrupted, mode: str) -> dict[str, dict[int, Tensor]]:
-    """Per hook name, per head index: the value the head's output takes under ``mode``."""
-    if mode not in MODES:
-        raise AttributionError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+def _hook_names(heads: Sequence[Head], mode: str) -> list[str]:
+    """The hooks a patch of ``heads`` in ``mode`` writes: ``hook_z`` for the notebook's combination, else ``hook_result``."""
+    hook = z_hook if mode == "notebook_combination" else result_hook
+    return sorted({hook(l) for l, _ in heads})
+
+
+def _set_values(heads: Sequence[Head], clean, corrupted, mode: str) -> dict[str, dict[int, Tensor]]:
+    """Per hook name, per head index: the value the head takes under ``mode`` (see the module doc)."""
+    _check_mode(mode)
+    hook = z_hook if mode == "notebook_combination" else result_hook
+    values: dict[str, dict[int, Tensor]] = {}
     if mode == "jointly":
-        return {name: {h: clean[name][:, :, h] for (l, h) in heads if result_hook(l) == name} for name in names}
-    delta = torch.stack([clean[result_hook(l)][:, :, h] - corrupted[result_hook(l)][:, :, h] for l, h in heads]).mean(0)
-    return {name: {h: corrupted[name][:, :, h] + delta for (l, h) in heads if result_hook(l) == name} for name in names}
+        for l, h in heads:
+            values.setdefault(hook(l), {})[h] = clean[hook(l)][:, :, h]
+        return values
+    delta = torch.stack([clean[hook(l)][:, :, h] - corrupted[hook(l)][:, :, h] for l, h in heads]).mean(0)
+    start = clean if mode == "notebook_combination" else corrupted  # the notebook starts from the clean cache
+    for l, h in heads:
+        values.setdefault(hook(l), {})[h] = start[hook(l)][:, :, h] + delta
+    return values
 
 
 def _overwrite(activation, hook, values: dict[int, Tensor]):
@@ -110,65 +190,84 @@ def _overwrite(activation, hook, values: dict[int, Tensor]):
     return activation
 
 
-def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly", runs=None) -> Float[Tensor, "prompt"]:
-    """The normalised metric of the corrupted run with ``heads`` patched together (see the module doc for ``mode``).
+def _patch_hooks(values: dict[str, dict[int, Tensor]]):
+    return [(name, functools.partial(_overwrite, values=v)) for name, v in values.items()]
+
+
+def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly", runs=None) -> Patched:
+    """The metric of the corrupted run with ``heads`` patched together in ``mode`` (see the module doc), per prompt.
 
     ``runs``: the clean and corrupted caches and metrics from ``_runs`` over (at least)
-    the heads' layers, to reuse across many patches of one batch.
+    the hooks the patch writes, to reuse across many patches of one batch.
     """
     heads = check_heads(model, heads)
-    names = sorted({result_hook(l) for l, _ in heads})
-    clean, corrupted, m_clean, m_corrupted = runs or _runs(model, batch, names)
-    values = _set_outputs(heads, names, clean, corrupted, mode)
-    hooks = [(name, functools.partial(_overwrite, values=values[name])) for name in names]
+    _check_mode(mode)
+    clean, corrupted, m_clean, m_corrupted = runs or _runs(model, batch, _hook_names(heads, mode))
     with torch.no_grad():
-        logits = model.run_with_hooks(batch.corrupted, fwd_hooks=hooks)
-    return normalized(batch.score(logits), m_clean, m_corrupted).cpu()
+        logits = model.run_with_hooks(batch.corrupted, fwd_hooks=_patch_hooks(_set_values(heads, clean, corrupted, mode)))
+    return Patched(batch.score(logits).cpu(), m_clean.cpu(), m_corrupted.cpu())
+
+
+WAYS = ("one by one (summed)", "jointly", "linear combination", "notebook's combination")
+"""The ways :func:`set_effects` patches a set: one head at a time (effects summed), then :data:`MODES` in order."""
 
 
 @dataclass(frozen=True)
 class SetEffects:
-    """Mean normalised effects of one head set: the sum of one-head patches, the joint patch, the linear combination."""
+    """One head set's effects per prompt under each of :data:`WAYS`, and the gap: shares and fractions by the ratio of means."""
 
     heads: list[Head]
-    one_by_one: float
-    jointly: float
-    linear_combination: float
+    effects: Float[Tensor, "way prompt"]  # metric − metric(corrupted), in WAYS order
+    gap: Float[Tensor, "prompt"]  # metric(clean) − metric(corrupted)
 
-    def values(self) -> tuple[float, float, float]:
-        """(one by one, jointly, linear combination): the numbers, e.g. to store them."""
-        return self.one_by_one, self.jointly, self.linear_combination
+    def share(self, way: str, n_resamples: int = 1000, seed: int = 0) -> Interval:
+        """The effect of ``way`` as a share of the gap, with its 95% bootstrap interval."""
+        return ratio_of_means(self.effects[WAYS.index(way)], self.gap, n_resamples, seed)
 
-    @property
-    def fractions(self) -> dict[str, float]:
-        """Each patch's effect as a fraction of the joint patch's (NaN where the joint effect is under 5% of the gap)."""
-        if abs(self.jointly) < 0.05:
-            return {"one by one (summed)": float("nan"), "linear combination": float("nan")}
-        return {"one by one (summed)": self.one_by_one / self.jointly, "linear combination": self.linear_combination / self.jointly}
+    def fraction(self, way: str, n_resamples: int = 1000, seed: int = 0) -> Interval:
+        """The effect of ``way`` over the joint patch's (ratio of means, interval over prompts); NaN when the joint
+        effect is under :data:`MIN_JOINT_SHARE` of the gap, where a ratio would say nothing."""
+        if abs(self.share("jointly", n_resamples=1).value) < MIN_JOINT_SHARE:
+            return Interval(math.nan, math.nan, math.nan, self.effects.shape[1])
+        return ratio_of_means(self.effects[WAYS.index(way)], self.effects[WAYS.index("jointly")], n_resamples, seed)
+
+    def shares(self) -> dict[str, Interval]:
+        return {way: self.share(way) for way in WAYS}
 
 
 def set_effects(model, batch: Batch, heads: Sequence[Head]) -> SetEffects:
-    """Patch ``heads`` one by one (effects summed), jointly, and as a linear combination; means over prompts."""
+    """Patch ``heads`` one by one (effects summed per prompt), and together in each of :data:`MODES`."""
     heads = check_heads(model, heads)
-    runs = _runs(model, batch, sorted({result_hook(l) for l, _ in heads}))  # once for every patch below
-    singles = sum(patch_heads(model, batch, [h], runs=runs).mean().item() for h in heads)
-    return SetEffects(heads, singles, patch_heads(model, batch, heads, runs=runs).mean().item(),
-                      patch_heads(model, batch, heads, "linear_combination", runs=runs).mean().item())
+    runs = _runs(model, batch, _hook_names(heads, "jointly") + _hook_names(heads, "notebook_combination"))  # once for all
+    singles = sum(patch_heads(model, batch, [h], runs=runs).effect() for h in heads)
+    together = [patch_heads(model, batch, heads, mode, runs=runs) for mode in MODES]
+    return SetEffects(heads, torch.stack([singles] + [p.effect() for p in together]), together[0].gap)
 
 
 def cached_set_effects(model, dataset, heads: Sequence[Head]) -> SetEffects:
     """:func:`set_effects` on all of ``dataset``'s prompts, from the results cache when model, prompts, heads and code are unchanged."""
     heads = check_heads(model, heads)
-    value = memo(model, dataset, "set_effects", lambda: torch.tensor(set_effects(model, dataset.batch(), heads).values()),
-                 modules=("heads",), heads=[list(h) for h in heads])
-    return SetEffects(heads, *value.tolist())
+
+    def compute():
+        e = set_effects(model, dataset.batch(), heads)
+        return {"effects": e.effects, "gap": e.gap}
+
+    value = memo(model, dataset, "set_effects", compute, modules=("heads",), heads=[list(h) for h in heads])
+    return SetEffects(heads, value["effects"], value["gap"])
 
 
-def cached_path_patching(model, dataset, senders: Sequence[Head], receivers: Sequence[Head]) -> Float[Tensor, "input sender receiver prompt"]:
+def _patched(value: dict[str, Tensor]) -> Patched:
+    return Patched(value["metric"], value["clean"], value["corrupted"])
+
+
+def cached_path_patching(model, dataset, senders: Sequence[Head], receivers: Sequence[Head], inputs: Sequence[str] = INPUTS,
+                         together: bool = False) -> Patched:
     """:func:`path_patching` on all of ``dataset``'s prompts, from the results cache when nothing it depends on changed."""
     senders, receivers = check_heads(model, senders, "senders"), check_heads(model, receivers, "receivers")
-    return memo(model, dataset, "path_patching", lambda: path_patching(model, dataset.batch(), senders, receivers),
-                modules=("heads",), senders=[list(h) for h in senders], receivers=[list(h) for h in receivers])
+    return _patched(memo(model, dataset, "path_patching",
+                         lambda: path_patching(model, dataset.batch(), senders, receivers, inputs, together).to_dict(),
+                         modules=("heads",), senders=[list(h) for h in senders], receivers=[list(h) for h in receivers],
+                         inputs=list(inputs), together=together))
 
 
 # --------------------------------------------------------------------------- direct logit attribution
@@ -208,13 +307,16 @@ def _final_norm(model):
     return module.weight, bias, "rms" not in type(module).__name__.lower()
 
 
-def project(model, batch: Batch, outputs: Float[Tensor, "prompt ... d_model"], scale: Float[Tensor, "prompt"]) -> Float[Tensor, "prompt ..."]:
+def project(model, batch: Batch, outputs: Float[Tensor, "prompt ... d_model"], scale: Float[Tensor, "prompt"],
+            tokens: Float[Tensor, "prompt"] | None = None) -> Float[Tensor, "prompt ..."]:
     """Direct logit attribution of residual-stream terms at the last token: through the final norm
-    (centring for LayerNorm, division by ``scale``, the weight) and onto the answer direction."""
+    (centring for LayerNorm, division by ``scale``, the weight) and onto the answer direction
+    (``tokens`` given: onto each prompt's token's own unembedding, its logit instead of the difference)."""
     weight, _, centred = _final_norm(model)
     if centred:
         outputs = outputs - outputs.mean(-1, keepdim=True)
-    direction = _answer_directions(model, batch) * weight  # [prompt, d_model]
+    unembed = _answer_directions(model, batch) if tokens is None else model.W_U[:, tokens.to(model.W_U.device)].T
+    direction = unembed * weight  # [prompt, d_model]
     shape = (outputs.shape[0],) + (1,) * (outputs.dim() - 2) + (outputs.shape[-1],)
     return (outputs * direction.view(shape)).sum(-1) / scale.view(shape[:-1])
 
@@ -260,18 +362,21 @@ def patched_direct_effects(model, batch: Batch, heads: Sequence[Head], mode: str
 
     Under the linear combination the heads' outputs sum to the joint patch's, so their
     direct effects sum to the joint patch's too when the scale is the same (the check the
-    original notebook left to do); the scale is each patched run's own.
+    original notebook left to do); the scale is each patched run's own. Under the
+    notebook's combination a head's output is its patched ``z`` through its own ``W_O``.
     """
     heads = check_heads(model, heads)
-    names = sorted({result_hook(l) for l, _ in heads})
-    clean, corrupted, _, _ = _runs(model, batch, names)
-    values = _set_outputs(heads, names, clean, corrupted, mode)
-    hooks = [(name, functools.partial(_overwrite, values=values[name])) for name in names]
+    clean, corrupted, _, _ = _runs(model, batch, _hook_names(heads, mode))
+    values = _set_values(heads, clean, corrupted, mode)
     with torch.no_grad():
-        scale = _patched_scale(model, batch, hooks)
-    rows = torch.arange(len(batch))
-    outputs = torch.stack([values[result_hook(l)][h][rows, batch.last] for l, h in heads], 1)
-    return project(model, batch, outputs, scale).cpu()
+        scale = _patched_scale(model, batch, _patch_hooks(values))
+        rows = torch.arange(len(batch))
+        if mode == "notebook_combination":
+            W_O = model.W_O
+            outputs = torch.stack([values[z_hook(l)][h][rows, batch.last] @ W_O[l, h] for l, h in heads], 1)
+        else:
+            outputs = torch.stack([values[result_hook(l)][h][rows, batch.last] for l, h in heads], 1)
+        return project(model, batch, outputs, scale).cpu()
 
 
 def _patched_scale(model, batch, hooks) -> Float[Tensor, "prompt"]:
@@ -289,20 +394,61 @@ def _patched_scale(model, batch, hooks) -> Float[Tensor, "prompt"]:
 # --------------------------------------------------------------------------- path patching
 
 
+def _frozen_names(model) -> list[str]:
+    L = model_info(model).n_layers
+    return [result_hook(l) for l in range(L)] + [f"blocks.{l}.hook_mlp_out" for l in range(L)]
+
+
+def _direct_run(model, batch: Batch, sender: Head, clean, corrupted, record: Sequence[str]):
+    """The corrupted run with ``sender``'s output clean and every other head's and MLP's output frozen at the corrupted run.
+
+    The sender then reaches the logits and any later input only directly, through the
+    residual stream. Returns the run's metric and the activations named in ``record``.
+    """
+    s_layer, s_head = sender
+    store: dict[str, Tensor] = {}
+
+    def freeze(activation, hook, name):  # hook.name may be an alias's target: use the name we hooked
+        value = corrupted[name].clone()
+        if name == result_hook(s_layer):
+            value[:, :, s_head] = clean[name][:, :, s_head]
+        return value
+
+    def keep(activation, hook, name):
+        store[name] = activation.detach().clone()
+        return activation
+
+    hooks = ([(name, functools.partial(freeze, name=name)) for name in _frozen_names(model)]
+             + [(name, functools.partial(keep, name=name)) for name in record])
+    logits = model.run_with_hooks(batch.corrupted, fwd_hooks=hooks)
+    return batch.score(logits), store
+
+
+def _replace(activation, hook, index, value):
+    activation = activation.clone()
+    activation[:, :, index] = value[:, :, index]
+    return activation
+
+
 def path_patching(
-    model, batch: Batch, senders: Sequence[Head], receivers: Sequence[Head], inputs: Sequence[str] = INPUTS
-) -> Float[Tensor, "input sender receiver prompt"]:
-    """Effect of each sender's clean output on each receiver's query, key or value input alone.
+    model, batch: Batch, senders: Sequence[Head], receivers: Sequence[Head], inputs: Sequence[str] = INPUTS,
+    together: bool = False,
+) -> Patched:
+    """The metric when each sender's clean output reaches each receiver's query, key or value input alone.
 
     For one sender: run the corrupted prompt with the sender's output set to its clean value
     and every other head's output and every MLP's output frozen at their corrupted values,
     so the sender reaches later layers only directly, through the residual stream; record
     each receiver's q, k and v there. Then, for each receiver and input, run the corrupted
     prompt with only that input of that receiver replaced by the recorded value (all else
-    recomputed) and measure the normalised metric. A receiver in the sender's layer or
-    below cannot be reached: its effect is exactly 0. In models whose query heads share
-    key/value heads (grouped-query attention), a receiver's k and v are its key/value
-    head's, shared with the other query heads of its group.
+    recomputed) and measure the metric. ``together``: replace that input of every receiver
+    at once (one column: the sender's effect on the receivers as a set, the standard check
+    of S-inhibition heads → name movers' queries). A receiver in the sender's layer or
+    below cannot be reached: its metric is exactly the corrupted run's. In models whose
+    query heads share key/value heads (grouped-query attention), a receiver's k and v are
+    its key/value head's, shared with the other query heads of its group.
+
+    Returns :class:`Patched` with ``metric`` ``[input, sender, receiver (1 if together), prompt]``.
     """
     senders, receivers = check_heads(model, senders, "senders"), check_heads(model, receivers, "receivers")
     unknown = set(inputs) - set(INPUTS)
@@ -310,57 +456,243 @@ def path_patching(
         raise AttributionError(f"inputs must be some of {', '.join(INPUTS)}, got {list(inputs)!r}")
     info = model_info(model)
     group = info.n_heads // info.n_kv_heads
-    L = info.n_layers
-    frozen_names = [result_hook(l) for l in range(L)] + [f"blocks.{l}.hook_mlp_out" for l in range(L)]
-    clean, corrupted, m_clean, m_corrupted = _runs(model, batch, frozen_names)
+    clean, corrupted, m_clean, m_corrupted = _runs(model, batch, _frozen_names(model))
     qkv_name = lambda layer, x: f"blocks.{layer}.attn.hook_{x}"  # noqa: E731
-    out = torch.zeros(len(inputs), len(senders), len(receivers), len(batch))
-
-    def freeze(activation, hook, name, sender_head=None):
-        value = corrupted[name].clone()
-        if sender_head is not None:
-            value[:, :, sender_head] = clean[name][:, :, sender_head]
-        return value
-
-    def record(activation, hook, key, store):
-        store[key] = activation.detach().clone()
-        return activation
-
-    def replace(activation, hook, index, value):
-        activation = activation.clone()
-        activation[:, :, index] = value[:, :, index]
-        return activation
-
+    columns = [receivers] if together else [[r] for r in receivers]
+    out = m_corrupted.cpu().repeat(len(inputs), len(senders), len(columns), 1)
+    record = [qkv_name(l, x) for l in sorted({l for l, _ in receivers}) for x in inputs]
     with torch.no_grad():
-        for s, (s_layer, s_head) in enumerate(senders):
-            store: dict = {}
-            hooks = [(name, functools.partial(freeze, name=name, sender_head=s_head if name == result_hook(s_layer) else None))
-                     for name in frozen_names]
-            hooks += [(qkv_name(l, x), functools.partial(record, key=(l, x), store=store))
-                      for l in sorted({l for l, _ in receivers}) for x in inputs]
-            model.run_with_hooks(batch.corrupted, fwd_hooks=hooks)
-            for r, (r_layer, r_head) in enumerate(receivers):
-                if r_layer <= s_layer:
+        for s, sender in enumerate(senders):
+            _, store = _direct_run(model, batch, sender, clean, corrupted, record)
+            for c, column in enumerate(columns):
+                reached = [(l, h) for l, h in column if l > sender[0]]
+                if not reached:
                     continue  # not downstream of the sender: exactly no effect
                 for i, x in enumerate(inputs):
-                    index = r_head if x == "q" else r_head // group
-                    hook = (qkv_name(r_layer, x), functools.partial(replace, index=index, value=store[r_layer, x]))
-                    logits = model.run_with_hooks(batch.corrupted, fwd_hooks=[hook])
-                    out[i, s, r] = normalized(batch.score(logits), m_clean, m_corrupted).cpu()
-    return out
+                    hooks = []
+                    for l, h in reached:
+                        name = qkv_name(l, x)
+                        hooks.append((name, functools.partial(_replace, index=h if x == "q" else h // group, value=store[name])))
+                    out[i, s, c] = batch.score(model.run_with_hooks(batch.corrupted, fwd_hooks=hooks)).cpu()
+    return Patched(out, m_clean.cpu(), m_corrupted.cpu())
+
+
+def mlp_paths(model, batch: Batch, sender: Head) -> tuple[list[str], Patched]:
+    """A head's effect split by path: all paths, its direct path to the logits, and its path through each later MLP.
+
+    ``"total"``: the corrupted run with the sender's output clean, everything else
+    recomputed. ``"direct"``: the same with every other head's and every MLP's output frozen
+    at the corrupted run, so the sender reaches the logits only directly. ``"MLP l"``: the
+    corrupted run with only MLP ``l``'s input (``hook_mlp_in``) replaced by its value in that
+    frozen run: the path sender → MLP l → logits, everything after MLP l recomputed. The
+    paths through later heads are the rest; paths need not add up (the network is not
+    linear), and the figure says so. Returns the path names and :class:`Patched` ``[path, prompt]``.
+    """
+    (sender,) = check_heads(model, [sender], "sender")
+    info = model_info(model)
+    later = list(range(sender[0], info.n_layers))  # the sender's own layer's MLP reads its output too
+    clean, corrupted, m_clean, m_corrupted = _runs(model, batch, _frozen_names(model))
+    mlp_in = lambda l: f"blocks.{l}.hook_mlp_in"  # noqa: E731
+    with torch.no_grad():
+        total = patch_heads(model, batch, [sender], runs=(clean, corrupted, m_clean, m_corrupted)).metric
+        direct, store = _direct_run(model, batch, sender, clean, corrupted, [mlp_in(l) for l in later])
+        rows = [total, direct.cpu()]
+        for l in later:
+            value = store[mlp_in(l)]
+            logits = model.run_with_hooks(batch.corrupted, fwd_hooks=[(mlp_in(l), lambda a, hook, v=value: v)])
+            rows.append(batch.score(logits).cpu())
+    return ["total", "direct"] + [f"MLP {l}" for l in later], Patched(torch.stack(rows), m_clean.cpu(), m_corrupted.cpu())
+
+
+# --------------------------------------------------------------------------- backup name movers, attention, copy suppression
+
+
+def _last(t: Tensor, last: Tensor) -> Tensor:
+    return t[torch.arange(len(last)), last.to(t.device)]
+
+
+@dataclass(frozen=True)
+class BackupResponse:
+    """How every head's direct effect responds when the name movers are mean-ablated, per prompt.
+
+    ``rise[p, l, h]``: head (l, h)'s direct logit attribution in the ablated clean run minus
+    in the clean run (both in their own run's final-norm scale); ``lost[p]``: the direct
+    effect the name movers lost. A head is a backup name mover when its mean rise is at
+    least ``min_share`` of the mean loss and its 95% bootstrap interval lies above 0
+    (with fewer than 3 prompts there is no interval and the mean alone decides).
+    """
+
+    movers: list[Head]
+    rise: Float[Tensor, "prompt layer head"]
+    lost: Float[Tensor, "prompt"]
+    min_share: float
+
+    @property
+    def threshold(self) -> float:
+        return self.min_share * self.lost.mean().item()
+
+    def interval(self, head: Head, n_resamples: int = 1000, seed: int = 0) -> Interval:
+        return bootstrap(self.rise[:, head[0], head[1]], n_resamples=n_resamples, seed=seed)
+
+    def heads(self, n_resamples: int = 1000, seed: int = 0) -> list[Head]:
+        """The backup name movers by the rule above, largest mean rise first."""
+        mean = self.rise.mean(0)
+        order = [(int(i) // mean.shape[1], int(i) % mean.shape[1]) for i in mean.flatten().argsort(descending=True)]
+        out = []
+        for head in order:
+            if head in self.movers or mean[head].item() < self.threshold or self.threshold <= 0:
+                continue
+            ci = self.interval(head, n_resamples, seed)
+            if math.isnan(ci.low) or ci.low > 0:
+                out.append(head)
+        return out
+
+    @property
+    def rule(self) -> str:
+        return backup_rule(self.min_share)
+
+
+def backup_rule(min_share: float) -> str:
+    """The rule :class:`BackupResponse` applies, in words."""
+    return (f"backup name movers are the heads whose direct effect on the logit difference rises, when the name movers "
+            f"are mean-ablated at the last token, by at least {min_share:.0%} of the direct effect the name movers lose, "
+            "with a 95% bootstrap interval above 0")
+
+
+def backup_response(model, batch: Batch, movers: Sequence[Head], min_share: float = 0.05) -> BackupResponse:
+    """Every head's response to the mean-ablation of ``movers`` (Wang et al. 2023's definition of backup name movers).
+
+    One batched pass over [clean prompts; clean prompts with the movers ablated;
+    corrupted prompts]: at each mover's layer, its output at the last token of the second
+    copy is replaced by its mean output at the last token over the corrupted prompts
+    (the corrupted copy runs in the same pass), and every head's output at the last token
+    and the final norm's scale are read for the first two copies. See :class:`BackupResponse`.
+    """
+    movers = check_heads(model, movers, "name movers")
+    if not 0 < min_share < 1:
+        raise AttributionError(f"min_share must lie in (0, 1), got {min_share!r}")
+    info = model_info(model)
+    n = len(batch)
+    tokens = torch.cat([batch.clean, batch.clean, batch.corrupted])
+    last = torch.cat([batch.last] * 3).to(tokens.device)
+    rows = torch.arange(n)
+    store: dict[str, Tensor] = {}
+    by_layer: dict[int, list[int]] = {}
+    for l, h in movers:
+        by_layer.setdefault(l, []).append(h)
+
+    def hook(activation, hook, name):
+        layer = int(name.split(".")[1]) if name.startswith("blocks.") else -1
+        if layer in by_layer:
+            activation = activation.clone()
+            mean = _last(activation[2 * n:], batch.last).mean(0)  # [head, d_model], over the corrupted prompts
+            for h in by_layer[layer]:
+                activation[n + rows, batch.last.to(activation.device), h] = mean[h]
+        store[name] = _last(activation, last)[: 2 * n].detach()
+        return activation
+
+    names = [result_hook(l) for l in range(info.n_layers)] + ["ln_final.hook_scale"]
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[(name, functools.partial(hook, name=name)) for name in names])
+        outputs = torch.stack([store[result_hook(l)] for l in range(info.n_layers)], 1)  # [2n, layer, head, d_model]
+        scale = store["ln_final.hook_scale"][:, 0]
+        clean_dla = project(model, batch, outputs[:n], scale[:n])
+        ablated_dla = project(model, batch, outputs[n:], scale[n:])
+    rise = (ablated_dla - clean_dla).cpu()
+    lost = sum(rise[:, l, h] for l, h in movers) * -1
+    return BackupResponse(movers, rise, lost, min_share)
+
+
+def readout(
+    pattern: Float[Tensor, "prompt head query key"], tokens: Float[Tensor, "prompt key"], last: Float[Tensor, "prompt"],
+    targets: Float[Tensor, "prompt target"],
+) -> Float[Tensor, "prompt head target"]:
+    """Attention from each prompt's last token to every position (up to it) holding each target token, summed."""
+    rows = torch.arange(pattern.shape[0], device=pattern.device)
+    from_last = pattern[rows, :, last.to(pattern.device)]  # [prompt, head, key]
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    within = positions[None] <= last.to(tokens.device)[:, None]  # [prompt, key]
+    masks = (tokens[:, None, :] == targets[:, :, None].to(tokens.device)) & within[:, None]  # [prompt, target, key]
+    return torch.einsum("phk,ptk->pht", from_last, masks.to(from_last.dtype))
+
+
+def attention_readout(model, batch: Batch, heads: Sequence[Head], run: str = "clean") -> Float[Tensor, "prompt head target"]:
+    """Each head's attention from the last token to the indirect object's and the subject's tokens: ``[..., 0]`` IO, ``[..., 1]`` S.
+
+    IO and S are the clean prompt's answer and distractor (``batch.answers``); attention to
+    every position holding the token is summed (the subject appears twice).
+    """
+    heads = check_heads(model, heads)
+    if batch.task is not Task.IOI:
+        raise AttributionError("attention_readout reads IOI prompts (indirect object and subject names)")
+    if run not in ("clean", "corrupted"):
+        raise AttributionError(f"run must be 'clean' or 'corrupted', got {run!r}")
+    tokens = batch.clean if run == "clean" else batch.corrupted
+    names = sorted({f"blocks.{l}.attn.hook_pattern" for l, _ in heads})
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    out = [readout(cache[f"blocks.{l}.attn.hook_pattern"][:, h:h + 1], tokens, batch.last, batch.answers[:, :2])[:, 0] for l, h in heads]
+    return torch.stack(out, 1).cpu()
+
+
+@dataclass(frozen=True)
+class CopySuppression:
+    """What a sender → receiver edge (through the receiver's query) does, per prompt, measured against the token
+    the sender copies (``copied``, the clean prompt's indirect object).
+
+    ``sender_logit``: the sender's direct effect on the copied token's logit in the clean run;
+    ``receiver_logit`` and ``receiver_attention``: the receiver's direct effect on that logit
+    and its attention from the last token to that token, in the corrupted run (``[:, 0]``) and
+    with the sender's clean output reaching the receiver's query alone (``[:, 1]``).
+    Copy suppression (McDougall et al. 2023) predicts: the sender raises the token's logit,
+    and through the edge the receiver attends more to the token and lowers its logit.
+    """
+
+    sender: Head
+    receiver: Head
+    sender_logit: Float[Tensor, "prompt"]
+    receiver_logit: Float[Tensor, "prompt run"]
+    receiver_attention: Float[Tensor, "prompt run"]
+
+
+def copy_suppression(model, batch: Batch, sender: Head, receiver: Head) -> CopySuppression:
+    """The measurements of :class:`CopySuppression` for one edge."""
+    (sender,), (receiver,) = check_heads(model, [sender], "sender"), check_heads(model, [receiver], "receiver")
+    if receiver[0] <= sender[0]:
+        raise AttributionError(f"receiver L{receiver[0]}H{receiver[1]} is not after sender L{sender[0]}H{sender[1]}")
+    if batch.task is not Task.IOI:
+        raise AttributionError("copy_suppression reads IOI prompts (the indirect object is the copied token)")
+    copied = batch.answers[:, 0]
+    clean, corrupted, _, _ = _runs(model, batch, _frozen_names(model) + ["ln_final.hook_scale"])
+    q_name, r_name, p_name = (f"blocks.{receiver[0]}.attn.hook_q", result_hook(receiver[0]),
+                              f"blocks.{receiver[0]}.attn.hook_pattern")
+    with torch.no_grad():
+        sender_logit = project(model, batch, _last(clean[result_hook(sender[0])][:, :, sender[1]], batch.last),
+                               _last(clean["ln_final.hook_scale"], batch.last)[:, 0], copied).cpu()
+        _, store = _direct_run(model, batch, sender, clean, corrupted, [q_name])
+        logits, attention = [], []
+        for hooks in ([], [(q_name, functools.partial(_replace, index=receiver[1], value=store[q_name]))]):
+            with model.hooks(fwd_hooks=hooks):
+                _, cache = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in (r_name, p_name, "ln_final.hook_scale"))
+            output = _last(cache[r_name][:, :, receiver[1]], batch.last)
+            logits.append(project(model, batch, output, _last(cache["ln_final.hook_scale"], batch.last)[:, 0], copied))
+            attention.append(readout(cache[p_name][:, receiver[1]:receiver[1] + 1], batch.corrupted, batch.last, copied[:, None])[:, 0, 0])
+    return CopySuppression(sender, receiver, sender_logit, torch.stack(logits, 1).cpu(), torch.stack(attention, 1).cpu())
 
 
 # --------------------------------------------------------------------------- head sets from data
 
 
-def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, n_backup: int = 8) -> dict[str, list[Head]]:
-    """IOI head sets from data: ranked by the mean direct effect Δ = DLA(clean) − DLA(corrupted).
+def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, n_backup: int = 8,
+                   min_share: float = 0.05) -> dict[str, list[Head]]:
+    """IOI head sets from data. Name movers and negative name movers by the mean direct effect
+    Δ = DLA(clean) − DLA(corrupted); backup name movers by their response to the name movers' ablation.
 
     Name movers: the ``n_movers`` heads with the largest Δ; negative name movers: the
-    ``n_negative`` with the most negative Δ (only heads whose Δ is negative); backup: the
-    next ``n_backup`` heads by Δ after the name movers, among those whose Δ is positive
-    (a head that writes against the answer is no backup name mover; fewer when fewer are
-    left). The three sets are disjoint. (On GPT-2 small use :data:`PUBLISHED_IOI_HEADS`.)
+    ``n_negative`` with the most negative Δ (only heads whose Δ is negative); backup: at
+    most ``n_backup`` heads that :func:`backup_response` finds (rule in
+    :class:`BackupResponse`), outside the other two sets. The three sets are disjoint. (On
+    GPT-2 small use :data:`PUBLISHED_IOI_HEADS`.)
     """
     info = model_info(model)
     delta = (direct_logit_attribution(model, batch, "clean").heads - direct_logit_attribution(model, batch, "corrupted").heads).mean(0)
@@ -368,8 +700,22 @@ def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, 
     as_head = lambda i: (i // info.n_heads, i % info.n_heads)  # noqa: E731
     movers = [as_head(i) for i in order[:n_movers]]
     negative = [as_head(i) for i in order[::-1] if delta.flatten()[i] < 0 and as_head(i) not in movers][:n_negative]
-    backup = [as_head(i) for i in order[n_movers:] if delta.flatten()[i] > 0][:n_backup]
+    backup = [h for h in backup_response(model, batch, movers, min_share).heads() if h not in negative][:n_backup]
     return {"name movers": movers, "negative name movers": negative, "backup name movers": backup}
+
+
+def upstream_heads(model, heads: Sequence[Head]) -> list[Head]:
+    """Every head in a layer below the earliest of ``heads``: the possible senders into all of them."""
+    heads = check_heads(model, heads)
+    first = min(l for l, _ in heads)
+    return [(l, h) for l in range(first) for h in range(model_info(model).n_heads)]
+
+
+def top_senders(paths: Patched, senders: Sequence[Head], k: int, input: int = 0, receiver: int = 0) -> list[Head]:
+    """The ``k`` senders with the largest positive share in ``paths`` (from :func:`path_patching`) for one input and receiver column."""
+    share = paths.share()[input, :, receiver]
+    order = share.argsort(descending=True).tolist()
+    return [senders[i] for i in order[:k] if share[i] > 0]
 
 
 def parse_heads(text: str) -> list[Head]:
@@ -406,7 +752,8 @@ def head_sets(model, batch: Batch, **given: str) -> tuple[dict[str, list[Head]],
         sets = find_head_sets(model, batch)
         rule = ("found from data: name movers are the 3 heads with the largest mean direct effect on the logit difference "
                 "(direct logit attribution on the clean prompts minus on the corrupted ones), negative name movers the 2 with "
-                "the most negative one, backup name movers the next 8 after the name movers")
+                "the most negative one; " + backup_rule(0.05)
+                + " (at most 8, largest rise first)")
     if chosen:
         taken = {h for v in chosen.values() for h in v}
         sets = {k: chosen.get(k, [h for h in v if h not in taken]) for k, v in sets.items()}  # the sets stay disjoint

@@ -345,8 +345,8 @@ def _directory(directory: str | Path | None) -> Path:
 
 
 def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, directory: str | Path | None = None,
-         modules: tuple[str, ...] = (), **options) -> torch.Tensor:
-    """A tensor that ``compute()`` gives for ``dataset`` on ``model``, from the cache when its key matches.
+         modules: tuple[str, ...] = (), **options) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A tensor (or a dict of tensors) that ``compute()`` gives for ``dataset`` on ``model``, from the cache when its key matches.
 
     For computations that are not attribution kernels (``ig_ap.heads.path_patching``, ...):
     the key holds the model, the dataset (task, variant, seed, size), ``name``, the
@@ -361,7 +361,9 @@ def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, dire
     if found is not None:
         return found[1]["value"]
     value = compute()
-    _write(path, {"value": value.detach().cpu().contiguous()}, {"key": key, "name": name})
+    plain = lambda t: t.detach().cpu().contiguous()  # noqa: E731
+    _write(path, {"value": {k: plain(v) for k, v in value.items()} if isinstance(value, dict) else plain(value)},
+           {"key": key, "name": name})
     return value
 
 

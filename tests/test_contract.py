@@ -197,15 +197,19 @@ def test_word_lists_hold_no_repeats():
         assert len(values) == len(set(values)), f"{name} repeats {[v for v in values if values.count(v) > 1]}"
 
 
-def test_backup_name_movers_write_for_the_answer(tiny_gpt2, monkeypatch):
-    """Backup heads are the next heads by direct effect Δ, never one that writes against the answer."""
+def test_backup_name_movers_are_found_by_response_and_stay_apart_from_the_other_sets(tiny_gpt2, monkeypatch):
+    """Backup heads come from the response to the name movers' ablation (not DLA ranks), never a negative name mover."""
     delta = torch.tensor([5.0, 4.0, 3.0, 2.0, -0.1, -0.2, -3.0, -4.0]).view(2, 4)
     fake = {"clean": SimpleNamespace(heads=delta[None]), "corrupted": SimpleNamespace(heads=torch.zeros(1, 2, 4))}
     monkeypatch.setattr(heads, "direct_logit_attribution", lambda model, batch, run: fake[run])
+    asked = []
+    response = SimpleNamespace(heads=lambda: [(1, 3), (1, 0), (0, 2)])
+    monkeypatch.setattr(heads, "backup_response", lambda model, batch, movers, min_share: asked.append(movers) or response)
     sets = heads.find_head_sets(tiny_gpt2, None, n_movers=1, n_negative=2, n_backup=5)
+    assert asked == [[(0, 0)]]  # the response to the name movers' ablation
     assert sets["name movers"] == [(0, 0)]
     assert sets["negative name movers"] == [(1, 3), (1, 2)]
-    assert sets["backup name movers"] == [(0, 1), (0, 2), (0, 3)]
+    assert sets["backup name movers"] == [(1, 0), (0, 2)]
 
 
 def test_a_cache_hit_reads_and_hashes_the_result_once(tmp_path, tiny_gpt2, ioi, monkeypatch):
