@@ -40,7 +40,7 @@ from ig_ap import results
 from ig_ap.results import RESULTS_USED, export
 from ig_ap.plots import FIGURE_DATA, plotly_js_path, use_offline_renderer
 from ig_ap.sweep import specs_producing
-from ig_ap.tasks import Task, parse_tasks
+from ig_ap.tasks import IOI_CORRUPTIONS, Task, parse_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository (where ``_toc.yml`` and ``book/`` live)."""
@@ -105,6 +105,10 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "backup_name_movers": (str,),
     "toy_seeds": (int,),
     "results": (str, type(None)),
+    "corruption": (str,),
+    "compare_corruption": (str,),
+    "s_inhibition_layers": (int,),
+    "backup_min_share": (float,),
 }
 """The type every chapter parameter must have (``None`` allowed where listed)."""
 
@@ -130,12 +134,16 @@ def check_parameters(**values: Any) -> None:
                 f"pass it as `-p {key} <{types[0].__name__}>`"
             )
         if key in {"n_prompts", "n_prompts_neurons", "n_resamples", "ig_steps", "internal_batch_size", "top_k", "hidden",
-                   "toy_seeds"} and value is not None and value < 1:
+                   "toy_seeds", "s_inhibition_layers"} and value is not None and value < 1:
             raise ParameterError(f"parameter {key} must be at least 1, got {value}")
         if key == "ig_tolerance" and value is not None and value <= 0:
             raise ParameterError(f"parameter ig_tolerance must be positive (a share of the gap) or None, got {value}")
         if key == "min_gap" and not 0 <= value < 1:
             raise ParameterError(f"parameter min_gap must be a share of the median gap in [0, 1), got {value}")
+        if key in ("corruption", "compare_corruption") and value not in IOI_CORRUPTIONS:
+            raise ParameterError(f"parameter {key} must be an IOI corruption ({', '.join(IOI_CORRUPTIONS)}), got {value!r}")
+        if key == "backup_min_share" and not 0 < value < 1:
+            raise ParameterError(f"parameter backup_min_share must be a share in (0, 1), got {value}")
         if key == "memory_mb" and value <= 0:
             raise ParameterError(f"parameter memory_mb must be positive, got {value}")
         if key == "results" and value is not None and not Path(value).expanduser().is_dir():

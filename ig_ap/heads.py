@@ -704,11 +704,13 @@ def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, 
     return {"name movers": movers, "negative name movers": negative, "backup name movers": backup}
 
 
-def upstream_heads(model, heads: Sequence[Head]) -> list[Head]:
-    """Every head in a layer below the earliest of ``heads``: the possible senders into all of them."""
+def upstream_heads(model, heads: Sequence[Head], n_layers: int | None = None) -> list[Head]:
+    """Every head in a layer below the earliest of ``heads`` (in the ``n_layers`` layers just below it, if given):
+    the possible senders into all of them."""
     heads = check_heads(model, heads)
     first = min(l for l, _ in heads)
-    return [(l, h) for l in range(first) for h in range(model_info(model).n_heads)]
+    start = 0 if n_layers is None else max(0, first - n_layers)
+    return [(l, h) for l in range(start, first) for h in range(model_info(model).n_heads)]
 
 
 def top_senders(paths: Patched, senders: Sequence[Head], k: int, input: int = 0, receiver: int = 0) -> list[Head]:
@@ -732,7 +734,7 @@ def parse_heads(text: str) -> list[Head]:
     return heads
 
 
-def head_sets(model, batch: Batch, **given: str) -> tuple[dict[str, list[Head]], str]:
+def head_sets(model, batch: Batch, backup_min_share: float = 0.05, **given: str) -> tuple[dict[str, list[Head]], str]:
     """The IOI head sets and a sentence saying where they come from.
 
     ``given`` may name any of ``name_movers``, ``negative_name_movers``,
@@ -749,10 +751,10 @@ def head_sets(model, batch: Batch, **given: str) -> tuple[dict[str, list[Head]],
         sets = {k: list(v) for k, v in PUBLISHED_IOI_HEADS.items() if k != "S-inhibition"}
         rule = "the published IOI head classes of GPT-2 small (Wang et al. 2023)"
     else:
-        sets = find_head_sets(model, batch)
+        sets = find_head_sets(model, batch, min_share=backup_min_share)
         rule = ("found from data: name movers are the 3 heads with the largest mean direct effect on the logit difference "
                 "(direct logit attribution on the clean prompts minus on the corrupted ones), negative name movers the 2 with "
-                "the most negative one; " + backup_rule(0.05)
+                "the most negative one; " + backup_rule(backup_min_share)
                 + " (at most 8, largest rise first)")
     if chosen:
         taken = {h for v in chosen.values() for h in v}

@@ -142,6 +142,15 @@ def show(fig: go.Figure, name: str, caption: str) -> None:
     glue(name, Markdown(f'<a href="#{name}">Figure {number}</a>'), display=False)
 
 
+def not_drawn(name: str, reason: str) -> None:
+    """Say that the figure ``name`` is not drawn on this run and why; the prose's ``{glue:md}`name``` then reads "no figure: reason"."""
+    from IPython.display import Markdown, display
+    from myst_nb import glue
+
+    display(Markdown(f"*No figure: {reason}.*"))
+    glue(name, Markdown(f"(no figure: {reason})"), display=False)
+
+
 def _wrap(text: str, width: int) -> str:
     """``text`` broken with ``<br>`` into lines of at most about ``width`` characters (plotly titles never wrap)."""
     if not text or len(text) <= width or "<br>" in text:
@@ -434,6 +443,21 @@ def path_profile_lines(curves: dict[str, object], title: str) -> go.Figure:
                                  hovertemplate=label + "<br>α %{x:.2f}: %{y:.2f} of the attribution<extra></extra>"))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="uniform gradient", line=dict(dash="dot", color="grey")))
     fig.update_layout(title=title, xaxis_title="α (0 = baseline, 1 = input)", yaxis_title="share of the attribution so far")
+    return fig
+
+
+def paired_scatter(series: dict[str, tuple[object, object]], title: str, xaxis: str, yaxis: str, diagonal: bool = True) -> go.Figure:
+    """One group of points per series (``(x, y)``, e.g. one point per prompt), with the line y = x for reference."""
+    fig = go.Figure()
+    top = 0.0
+    for name, (x, y) in series.items():
+        x, y = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float).ravel() for v in (x, y))
+        top = max(top, float(np.nanmax(np.concatenate([x, y]))) if len(x) else 0.0)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=name, marker=dict(size=7, opacity=0.7),
+                                 hovertemplate=name + "<br>" + xaxis + " %{x:.3f}<br>" + yaxis + " %{y:.3f}<extra></extra>"))
+    if diagonal:
+        fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="y = x", line=dict(dash="dot", color="grey")))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis)
     return fig
 
 

@@ -359,10 +359,11 @@ def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, dire
     path = _directory(directory) / result_name(key)
     found = _matching(path, key)
     if found is not None:
-        return found[1]["value"]
+        tensors = found[1]
+        return tensors["value"] if "value" in tensors else {k.removeprefix("value."): v for k, v in tensors.items()}
     value = compute()
     plain = lambda t: t.detach().cpu().contiguous()  # noqa: E731
-    _write(path, {"value": {k: plain(v) for k, v in value.items()} if isinstance(value, dict) else plain(value)},
+    _write(path, {f"value.{k}": plain(v) for k, v in value.items()} if isinstance(value, dict) else {"value": plain(value)},
            {"key": key, "name": name})
     return value
 
