@@ -108,10 +108,14 @@ class Interval:
         """Whether ``x`` lies outside the interval (False when there is no interval)."""
         return bool(self.low > x or self.high < x)
 
-    def __str__(self) -> str:
+    def format(self, digits: int = 2) -> str:
+        """``value [low, high]`` with ``digits`` decimals (``value (n = …: no interval)`` without an interval)."""
         if not math.isfinite(self.low):
-            return f"{self.value:.2f} (n = {self.n}: no interval)"
-        return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}]"
+            return f"{self.value:.{digits}f} (n = {self.n}: no interval)"
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+    def __str__(self) -> str:
+        return self.format()
 
 
 def bootstrap(

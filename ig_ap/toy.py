@@ -26,7 +26,9 @@ Units are the network's ``"input"`` features or its ``"hidden"`` units (after th
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from jaxtyping import Float
@@ -91,6 +93,37 @@ def accuracy(net: GateNet, gate: str) -> float:
     return (predicted == TRUTH_TABLES[gate].bool()).float().mean().item()
 
 
+def _check_training(gate: str, hidden: int, optimizer: str) -> None:
+    if gate not in TRUTH_TABLES:
+        raise ToyError(f"unknown gate {gate!r}; use 'and' or 'or'")
+    if optimizer not in ("sgd", "adam"):
+        raise ToyError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ToyError(f"hidden must be a positive int, got {hidden!r}")
+
+
+def _initial(hidden: int, seed: int, attempt: int) -> GateNet:
+    """The initialisation of attempt ``attempt`` from ``seed`` (PyTorch's default initialisation, seeded)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1000 + attempt)
+        return GateNet(hidden)
+
+
+def _train(net: GateNet, gate: str, epochs: int, lr: float, optimizer: str, checkpoints=()) -> dict[int, GateNet]:
+    """Train ``net`` in place for ``epochs`` full-batch steps; copies of it after each epoch count in ``checkpoints``."""
+    target = TRUTH_TABLES[gate][:, None]
+    step = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(net.parameters(), lr=lr)
+    saved = {}
+    for epoch in range(1, epochs + 1):
+        step.zero_grad()
+        loss = nn.functional.binary_cross_entropy(net(INPUTS), target)
+        loss.backward()
+        step.step()
+        if epoch in checkpoints:
+            saved[epoch] = copy.deepcopy(net).eval()
+    return saved
+
+
 def train_gate(
     gate: str, hidden: int = 1, seed: int = 0, epochs: int = 1000, lr: float = 0.1, optimizer: str = "sgd", restarts: int = 50
 ) -> GateNet:
@@ -104,27 +137,39 @@ def train_gate(
     (seeded from ``seed`` and the attempt number), at most ``restarts`` times, else
     :class:`ToyError`.
     """
-    if gate not in TRUTH_TABLES:
-        raise ToyError(f"unknown gate {gate!r}; use 'and' or 'or'")
-    if optimizer not in ("sgd", "adam"):
-        raise ToyError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ToyError(f"hidden must be a positive int, got {hidden!r}")
-    target = TRUTH_TABLES[gate][:, None]
+    return training_run(gate, hidden, seed, [epochs], lr, optimizer, restarts)[epochs]
+
+
+def training_run(
+    gate: str, hidden: int = 1, seed: int = 0, epochs: Sequence[int] = (50, 100, 200, 400, 1000, 2000), lr: float = 0.1,
+    optimizer: str = "sgd", restarts: int = 50,
+) -> dict[int, GateNet]:
+    """One initialisation trained once, with the net saved after each of ``epochs``: a training-length sweep that holds
+    the initialisation, the data and the optimiser fixed.
+
+    The initialisation is the first one from ``seed`` (as in :func:`train_gate`) whose net
+    classifies all four inputs right after the *longest* training; shorter checkpoints of
+    that same run may not yet (check :func:`accuracy`). :class:`ToyError` when no start
+    reaches 100% in ``restarts`` attempts.
+    """
+    _check_training(gate, hidden, optimizer)
+    epochs = sorted({int(e) for e in epochs})
+    if not epochs or epochs[0] < 1:
+        raise ToyError(f"epochs must be positive training lengths, got {epochs!r}")
     for attempt in range(restarts):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 1000 + attempt)
-            net = GateNet(hidden)
-        step = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(net.parameters(), lr=lr)
-        for _ in range(epochs):
-            step.zero_grad()
-            loss = nn.functional.binary_cross_entropy(net(INPUTS), target)
-            loss.backward()
-            step.step()
-        if accuracy(net, gate) == 1.0:
-            net.eval()
-            return net
+        saved = _train(_initial(hidden, seed, attempt), gate, epochs[-1], lr, optimizer, checkpoints=set(epochs))
+        if accuracy(saved[epochs[-1]], gate) == 1.0:
+            return saved
     raise ToyError(f"no {gate} net with {hidden} hidden unit(s) reached 100% accuracy in {restarts} starts from seed {seed}")
+
+
+def input_shares(net: GateNet, direction: str = "denoising", n_steps: int = 50) -> Float[Tensor, "2"]:
+    """Each input's IG share of the gap (denoising: the two add up to 1 by completeness), larger first.
+
+    The mean of the two is 1/2 by completeness whatever the net; how the gap is split
+    between the inputs is what a net decides.
+    """
+    return integrated_gradients(net, direction, "input", n_steps=n_steps).scores.sort(descending=True).values
 
 
 def _runs(net: GateNet, layer: str, metric: str):

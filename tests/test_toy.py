@@ -71,3 +71,29 @@ def test_bad_toy_input_is_refused_with_one_line():
         with pytest.raises(ValueError, match=match) as err:
             call()
         assert "\n" not in str(err.value)
+
+
+def test_a_training_run_keeps_one_initialisation_across_its_checkpoints():
+    epochs = [20, 60, 300]
+    run = toy.training_run("and", 1, seed=3, epochs=epochs)
+    assert sorted(run) == epochs and toy.accuracy(run[300], "and") == 1.0
+    # every checkpoint is the same run stopped earlier: training the chosen start for 20 or 60 epochs gives them exactly
+    attempt = next(a for a in range(50) if toy.accuracy(toy._train(toy._initial(1, 3, a), "and", 300, 0.1, "sgd", {300})[300], "and") == 1.0)
+    for e in epochs[:-1]:
+        again = toy._train(toy._initial(1, 3, attempt), "and", e, 0.1, "sgd", {e})[e]
+        for a, b in zip(again.parameters(), run[e].parameters()):
+            assert torch.equal(a, b)
+    assert not torch.equal(run[20].model[0].weight, run[300].model[0].weight)  # saved copies, not one net trained on
+    assert toy.training_run("and", 1, seed=3, epochs=[300])[300].state_dict().keys() == run[300].state_dict().keys()
+    with pytest.raises(toy.ToyError, match="epochs must be"):
+        toy.training_run("and", 1, epochs=[])
+
+
+def test_input_shares_split_the_gap_and_are_each_nets_own(nets):
+    shares = {key: toy.input_shares(net, n_steps=128) for key, net in nets.items()}
+    for key, s in shares.items():
+        assert s[0] >= s[1], key
+        assert s.sum().item() == pytest.approx(1.0, abs=5e-3), key  # completeness (ReLU kink: quadrature error ~1e-3)
+    # the split itself is not forced: an AND net stopped early splits unevenly
+    early = toy.input_shares(toy.training_run("and", 1, seed=0, epochs=[100, 2000])[100])
+    assert early[0] - early[1] > 0.1
