@@ -45,7 +45,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -194,6 +194,56 @@ def _patch_hooks(values: dict[str, dict[int, Tensor]]):
     return [(name, functools.partial(_overwrite, values=v)) for name, v in values.items()]
 
 
+MAX_SEQUENCES = 64
+"""At most this many prompt copies (patches × prompts) go through the model in one batched pass."""
+
+Patch = dict[str, dict[int | None, Tensor]]
+"""What one patched run writes: hook name → head index (``None``: the whole activation, written first) → value ``[prompt, pos, ...]``."""
+
+
+def _run_copies(model, batch: Batch, patches: Sequence[Patch], record: Sequence[str] = (),
+                max_sequences: int | None = None) -> tuple[Float[Tensor, "patch prompt"], dict[str, Tensor]]:
+    """The corrupted run under each of ``patches``, several patches per forward pass.
+
+    The corrupted batch is repeated once per patch of a pass (copy ``j`` holds rows
+    ``j·n … (j+1)·n``), each copy's hooks write its own patch, and the metric is read per copy.
+    Returns the metric ``[patch, prompt]`` and the activations named in ``record`` as
+    ``{name: [patch, prompt, ...]}``, as they were in each patched run.
+    """
+    n = len(batch)
+    per_pass = max(1, (max_sequences or MAX_SEQUENCES) // n)
+    names = sorted({name for patch in patches for name in patch} | set(record))
+    metrics: list[Tensor] = []
+    records: dict[str, list[Tensor]] = {name: [] for name in record}
+    for start in range(0, len(patches), per_pass):
+        chunk = patches[start:start + per_pass]
+        k = len(chunk)
+        copies = replace(batch, clean=batch.clean.repeat(k, 1), corrupted=batch.corrupted.repeat(k, 1),
+                         answers=batch.answers.repeat(k, 1), last=batch.last.repeat(k))
+        store: dict[str, Tensor] = {}
+
+        def hook(activation, hook, name):  # hook.name may be an alias's target: use the name we hooked
+            if any(name in patch for patch in chunk):
+                activation = activation.clone()
+                for j, patch in enumerate(chunk):
+                    rows = slice(j * n, (j + 1) * n)
+                    for index, value in patch.get(name, {}).items():
+                        if index is None:
+                            activation[rows] = value
+                        else:
+                            activation[rows, :, index] = value
+            if name in records:
+                store[name] = activation.detach().clone()
+            return activation
+
+        with torch.no_grad():
+            logits = model.run_with_hooks(copies.corrupted, fwd_hooks=[(name, functools.partial(hook, name=name)) for name in names])
+            metrics.append(copies.score(logits).view(k, n).cpu())
+        for name in record:
+            records[name].append(store[name].view(k, n, *store[name].shape[1:]))
+    return torch.cat(metrics), {name: torch.cat(v) for name, v in records.items()}
+
+
 def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly", runs=None) -> Patched:
     """The metric of the corrupted run with ``heads`` patched together in ``mode`` (see the module doc), per prompt.
 
@@ -203,9 +253,8 @@ def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly
     heads = check_heads(model, heads)
     _check_mode(mode)
     clean, corrupted, m_clean, m_corrupted = runs or _runs(model, batch, _hook_names(heads, mode))
-    with torch.no_grad():
-        logits = model.run_with_hooks(batch.corrupted, fwd_hooks=_patch_hooks(_set_values(heads, clean, corrupted, mode)))
-    return Patched(batch.score(logits).cpu(), m_clean.cpu(), m_corrupted.cpu())
+    metric, _ = _run_copies(model, batch, [_set_values(heads, clean, corrupted, mode)])
+    return Patched(metric[0], m_clean.cpu(), m_corrupted.cpu())
 
 
 WAYS = ("one by one (summed)", "jointly", "linear combination", "notebook's combination")
@@ -238,10 +287,11 @@ class SetEffects:
 def set_effects(model, batch: Batch, heads: Sequence[Head]) -> SetEffects:
     """Patch ``heads`` one by one (effects summed per prompt), and together in each of :data:`MODES`."""
     heads = check_heads(model, heads)
-    runs = _runs(model, batch, _hook_names(heads, "jointly") + _hook_names(heads, "notebook_combination"))  # once for all
-    singles = sum(patch_heads(model, batch, [h], runs=runs).effect() for h in heads)
-    together = [patch_heads(model, batch, heads, mode, runs=runs) for mode in MODES]
-    return SetEffects(heads, torch.stack([singles] + [p.effect() for p in together]), together[0].gap)
+    clean, corrupted, m_clean, m_corrupted = _runs(model, batch, _hook_names(heads, "jointly") + _hook_names(heads, "notebook_combination"))
+    patches = [_set_values([h], clean, corrupted, "jointly") for h in heads] + [_set_values(heads, clean, corrupted, m) for m in MODES]
+    metric, _ = _run_copies(model, batch, patches)  # every patch of the set in as few passes as fit
+    effect = metric - m_corrupted.cpu()
+    return SetEffects(heads, torch.cat([effect[:len(heads)].sum(0, keepdim=True), effect[len(heads):]]), (m_clean - m_corrupted).cpu())
 
 
 def cached_set_effects(model, dataset, heads: Sequence[Head]) -> SetEffects:
@@ -399,35 +449,15 @@ def _frozen_names(model) -> list[str]:
     return [result_hook(l) for l in range(L)] + [f"blocks.{l}.hook_mlp_out" for l in range(L)]
 
 
-def _direct_run(model, batch: Batch, sender: Head, clean, corrupted, record: Sequence[str]):
-    """The corrupted run with ``sender``'s output clean and every other head's and MLP's output frozen at the corrupted run.
+def _direct_patch(model, sender: Head, clean, corrupted) -> Patch:
+    """The patch that sets ``sender``'s output clean and freezes every other head's and every MLP's output at the corrupted run.
 
-    The sender then reaches the logits and any later input only directly, through the
-    residual stream. Returns the run's metric and the activations named in ``record``.
+    The sender then reaches the logits and any later input only directly, through the residual stream.
     """
     s_layer, s_head = sender
-    store: dict[str, Tensor] = {}
-
-    def freeze(activation, hook, name):  # hook.name may be an alias's target: use the name we hooked
-        value = corrupted[name].clone()
-        if name == result_hook(s_layer):
-            value[:, :, s_head] = clean[name][:, :, s_head]
-        return value
-
-    def keep(activation, hook, name):
-        store[name] = activation.detach().clone()
-        return activation
-
-    hooks = ([(name, functools.partial(freeze, name=name)) for name in _frozen_names(model)]
-             + [(name, functools.partial(keep, name=name)) for name in record])
-    logits = model.run_with_hooks(batch.corrupted, fwd_hooks=hooks)
-    return batch.score(logits), store
-
-
-def _replace(activation, hook, index, value):
-    activation = activation.clone()
-    activation[:, :, index] = value[:, :, index]
-    return activation
+    patch: Patch = {name: {None: corrupted[name]} for name in _frozen_names(model)}
+    patch[result_hook(s_layer)] = {None: corrupted[result_hook(s_layer)], s_head: clean[result_hook(s_layer)][:, :, s_head]}
+    return patch
 
 
 def path_patching(
@@ -446,7 +476,8 @@ def path_patching(
     of S-inhibition heads → name movers' queries). A receiver in the sender's layer or
     below cannot be reached: its metric is exactly the corrupted run's. In models whose
     query heads share key/value heads (grouped-query attention), a receiver's k and v are
-    its key/value head's, shared with the other query heads of its group.
+    its key/value head's, shared with the other query heads of its group. The runs of many
+    senders share forward passes (:data:`MAX_SEQUENCES`).
 
     Returns :class:`Patched` with ``metric`` ``[input, sender, receiver (1 if together), prompt]``.
     """
@@ -461,19 +492,24 @@ def path_patching(
     columns = [receivers] if together else [[r] for r in receivers]
     out = m_corrupted.cpu().repeat(len(inputs), len(senders), len(columns), 1)
     record = [qkv_name(l, x) for l in sorted({l for l, _ in receivers}) for x in inputs]
-    with torch.no_grad():
-        for s, sender in enumerate(senders):
-            _, store = _direct_run(model, batch, sender, clean, corrupted, record)
-            for c, column in enumerate(columns):
-                reached = [(l, h) for l, h in column if l > sender[0]]
+    _, direct = _run_copies(model, batch, [_direct_patch(model, sender, clean, corrupted) for sender in senders], record)
+    patches, where = [], []
+    for s, sender in enumerate(senders):
+        for c, column in enumerate(columns):
+            reached = [(l, h) for l, h in column if l > sender[0]]
+            for i, x in enumerate(inputs):
                 if not reached:
                     continue  # not downstream of the sender: exactly no effect
-                for i, x in enumerate(inputs):
-                    hooks = []
-                    for l, h in reached:
-                        name = qkv_name(l, x)
-                        hooks.append((name, functools.partial(_replace, index=h if x == "q" else h // group, value=store[name])))
-                    out[i, s, c] = batch.score(model.run_with_hooks(batch.corrupted, fwd_hooks=hooks)).cpu()
+                patch: Patch = {}
+                for l, h in reached:
+                    index = h if x == "q" else h // group
+                    patch.setdefault(qkv_name(l, x), {})[index] = direct[qkv_name(l, x)][s][:, :, index]
+                patches.append(patch)
+                where.append((i, s, c))
+    if patches:
+        metric, _ = _run_copies(model, batch, patches)
+        for (i, s, c), row in zip(where, metric):
+            out[i, s, c] = row
     return Patched(out, m_clean.cpu(), m_corrupted.cpu())
 
 
@@ -493,15 +529,12 @@ def mlp_paths(model, batch: Batch, sender: Head) -> tuple[list[str], Patched]:
     later = list(range(sender[0], info.n_layers))  # the sender's own layer's MLP reads its output too
     clean, corrupted, m_clean, m_corrupted = _runs(model, batch, _frozen_names(model))
     mlp_in = lambda l: f"blocks.{l}.hook_mlp_in"  # noqa: E731
-    with torch.no_grad():
-        total = patch_heads(model, batch, [sender], runs=(clean, corrupted, m_clean, m_corrupted)).metric
-        direct, store = _direct_run(model, batch, sender, clean, corrupted, [mlp_in(l) for l in later])
-        rows = [total, direct.cpu()]
-        for l in later:
-            value = store[mlp_in(l)]
-            logits = model.run_with_hooks(batch.corrupted, fwd_hooks=[(mlp_in(l), lambda a, hook, v=value: v)])
-            rows.append(batch.score(logits).cpu())
-    return ["total", "direct"] + [f"MLP {l}" for l in later], Patched(torch.stack(rows), m_clean.cpu(), m_corrupted.cpu())
+    total_and_direct, store = _run_copies(model, batch, [_set_values([sender], clean, corrupted, "jointly"),
+                                                         _direct_patch(model, sender, clean, corrupted)],
+                                          [mlp_in(l) for l in later])
+    through, _ = _run_copies(model, batch, [{mlp_in(l): {None: store[mlp_in(l)][1]}} for l in later])
+    return (["total", "direct"] + [f"MLP {l}" for l in later],
+            Patched(torch.cat([total_and_direct, through]), m_clean.cpu(), m_corrupted.cpu()))
 
 
 # --------------------------------------------------------------------------- backup name movers, attention, copy suppression
@@ -640,7 +673,8 @@ class CopySuppression:
     """What a sender → receiver edge (through the receiver's query) does, per prompt, measured against the token
     the sender copies (``copied``, the clean prompt's indirect object).
 
-    ``sender_logit``: the sender's direct effect on the copied token's logit in the clean run;
+    ``sender_logit``: the sender's direct effect on the copied token's logit (``[:, 0]``) and
+    on the subject's (``[:, 1]``) in the clean run;
     ``receiver_logit`` and ``receiver_attention``: the receiver's direct effect on that logit
     and its attention from the last token to that token, in the corrupted run (``[:, 0]``) and
     with the sender's clean output reaching the receiver's query alone (``[:, 1]``).
@@ -650,7 +684,7 @@ class CopySuppression:
 
     sender: Head
     receiver: Head
-    sender_logit: Float[Tensor, "prompt"]
+    sender_logit: Float[Tensor, "prompt token"]
     receiver_logit: Float[Tensor, "prompt run"]
     receiver_attention: Float[Tensor, "prompt run"]
 
@@ -667,11 +701,13 @@ def copy_suppression(model, batch: Batch, sender: Head, receiver: Head) -> CopyS
     q_name, r_name, p_name = (f"blocks.{receiver[0]}.attn.hook_q", result_hook(receiver[0]),
                               f"blocks.{receiver[0]}.attn.hook_pattern")
     with torch.no_grad():
-        sender_logit = project(model, batch, _last(clean[result_hook(sender[0])][:, :, sender[1]], batch.last),
-                               _last(clean["ln_final.hook_scale"], batch.last)[:, 0], copied).cpu()
-        _, store = _direct_run(model, batch, sender, clean, corrupted, [q_name])
+        output = _last(clean[result_hook(sender[0])][:, :, sender[1]], batch.last)
+        scale = _last(clean["ln_final.hook_scale"], batch.last)[:, 0]
+        sender_logit = torch.stack([project(model, batch, output, scale, batch.answers[:, k]) for k in (0, 1)], 1).cpu()
+        _, store = _run_copies(model, batch, [_direct_patch(model, sender, clean, corrupted)], [q_name])
+        edge = store[q_name][0][:, :, receiver[1]]
         logits, attention = [], []
-        for hooks in ([], [(q_name, functools.partial(_replace, index=receiver[1], value=store[q_name]))]):
+        for hooks in ([], [(q_name, functools.partial(_overwrite, values={receiver[1]: edge}))]):
             with model.hooks(fwd_hooks=hooks):
                 _, cache = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in (r_name, p_name, "ln_final.hook_scale"))
             output = _last(cache[r_name][:, :, receiver[1]], batch.last)

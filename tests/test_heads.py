@@ -129,6 +129,16 @@ def test_path_patching_is_zero_where_the_sender_is_not_upstream_and_not_zero_whe
     torch.testing.assert_close(together.effect()[0, 0, 0], effects[0, 0, 1], rtol=0, atol=1e-5)
 
 
+def test_patches_batched_into_one_pass_give_what_one_pass_per_patch_gives(setup, monkeypatch):
+    model, batch = setup
+    senders, receivers = [(0, 0), (0, 3), (1, 1)], [(1, 0), (1, 2)]
+    together = heads.path_patching(model, batch, senders, receivers)
+    sets = heads.set_effects(model, batch, [(0, 1), (1, 2), (1, 3)])
+    monkeypatch.setattr(heads, "MAX_SEQUENCES", 1)  # one copy of the batch per pass
+    torch.testing.assert_close(heads.path_patching(model, batch, senders, receivers).metric, together.metric, rtol=0, atol=1e-5)
+    torch.testing.assert_close(heads.set_effects(model, batch, [(0, 1), (1, 2), (1, 3)]).effects, sets.effects, rtol=0, atol=1e-5)
+
+
 def test_path_patching_to_a_query_equals_a_hand_built_direct_path_run(tiny_gpt2):
     # Sender in layer 0, receiver in layer 1: with everything else frozen, the receiver's residual
     # input is the corrupted one plus the sender's clean−corrupted output. Build that by hand.
