@@ -285,6 +285,18 @@ def solved_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "pro
     return (gap > 0) & (gap >= min_share * positive.median())
 
 
+def kept_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "prompt"], min_share: float = 0.1) -> tuple[Bool[Tensor, "prompt"], str]:
+    """The prompts the statistics use (:func:`solved_prompts`) and a sentence for the page that counts them.
+
+    When the model solves none (a random test model), every prompt is kept and the sentence says so.
+    """
+    solved = solved_prompts(clean, corrupted, min_share)
+    n = len(solved)
+    if not solved.any():
+        return torch.ones_like(solved), f"the model solves none of the {n} prompts, so all are kept and the effects mean little"
+    return solved, f"{int(solved.sum())} of {n} prompts kept (the model solves them: gap ≥ {min_share:g} of the median positive gap)"
+
+
 def overlap_interval(a: Float[Tensor, "prompt layer component"], b: Float[Tensor, "prompt layer component"], k: int,
                      n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
     """Jaccard index of the top-``k`` components of two methods (by mean |score| over prompts), with a bootstrap interval over prompts."""

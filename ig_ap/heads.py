@@ -148,6 +148,10 @@ class Patched:
     def __getitem__(self, index) -> "Patched":
         return Patched(self.metric[index], self.clean, self.corrupted)
 
+    def select(self, prompts: Tensor) -> "Patched":
+        """Only the prompts ``prompts`` picks (a boolean mask or indices), e.g. those the model solves."""
+        return Patched(self.metric[..., prompts], self.clean[prompts], self.corrupted[prompts])
+
     def to_dict(self) -> dict[str, Tensor]:
         return {"metric": self.metric, "clean": self.clean, "corrupted": self.corrupted}
 
@@ -282,6 +286,10 @@ class SetEffects:
 
     def shares(self) -> dict[str, Interval]:
         return {way: self.share(way) for way in WAYS}
+
+    def select(self, prompts: Tensor) -> "SetEffects":
+        """Only the prompts ``prompts`` picks (a boolean mask or indices), e.g. those the model solves."""
+        return SetEffects(self.heads, self.effects[:, prompts], self.gap[prompts])
 
 
 def set_effects(model, batch: Batch, heads: Sequence[Head]) -> SetEffects:
@@ -563,6 +571,10 @@ class BackupResponse:
     @property
     def threshold(self) -> float:
         return self.min_share * self.lost.mean().item()
+
+    def select(self, prompts: Tensor) -> "BackupResponse":
+        """Only the prompts ``prompts`` picks (a boolean mask or indices), e.g. those the model solves."""
+        return BackupResponse(self.movers, self.rise[prompts], self.lost[prompts], self.min_share)
 
     def interval(self, head: Head, n_resamples: int = 1000, seed: int = 0) -> Interval:
         return bootstrap(self.rise[:, head[0], head[1]], n_resamples=n_resamples, seed=seed)
