@@ -20,9 +20,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ig_ap.analysis import top_components
+from ig_ap.analysis import Interval, Patched, bootstrap, ratio_of_means, top_components
 from ig_ap.attribution import hook_name, prepare
 from ig_ap.replay import run_from, trace
+
+
+NORMALIZE = ("prompt", "batch", "none")
+"""How :func:`patch_sets` and the functions on it return the metric: per prompt, as shares of the batch's mean gap, or raw."""
 
 
 def patch_sets(
@@ -34,7 +38,7 @@ def patch_sets(
     metric=None,
     device: str | None = None,
     normalize: str = "prompt",
-) -> Float[Tensor, "set prompt"]:
+) -> Float[Tensor, "set prompt"] | Patched:
     """The normalised metric after patching each set of components together, all sets in one batched pass.
 
     Each element of ``sets`` maps a component kind (``"heads"``, ``"neurons"``) to a
@@ -46,9 +50,12 @@ def patch_sets(
     metric(corrupted)) per set and prompt: 1 is the clean run's metric, 0 the corrupted's.
     ``normalize="batch"`` divides the batch means instead (one column, ``[set, 1]``): the
     share of the batch's mean gap, which stays finite where a prompt's own gap is near 0.
+    ``normalize="none"``: the metrics themselves, as a :class:`~ig_ap.analysis.Patched`
+    ``[set, prompt]`` with the clean and corrupted runs' metrics, whose ``share()`` and
+    ``interval()`` are the book's ratios of means with bootstrap intervals over prompts.
     """
-    if normalize not in ("prompt", "batch"):
-        raise ValueError(f"normalize must be 'prompt' or 'batch', got {normalize!r}")
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {', '.join(map(repr, NORMALIZE))}, got {normalize!r}")
     if value not in ("other", "mean"):
         raise ValueError(f"value must be 'other' or 'mean', got {value!r}")
     if not sets:
@@ -76,6 +83,8 @@ def patch_sets(
         values = metric(final.view(C, P, -1), batch)
         m_clean = metric(clean.final, batch)
         m_corrupted = metric(corrupted.final, batch)
+    if normalize == "none":
+        return Patched(values.cpu(), m_clean.cpu(), m_corrupted.cpu())
     if normalize == "batch":
         values, m_clean, m_corrupted = values.mean(1, keepdim=True), m_clean.mean(), m_corrupted.mean()
     return ((values - m_corrupted) / (m_clean - m_corrupted)).cpu()
@@ -97,7 +106,7 @@ def faithfulness(
     metric=None,
     device: str | None = None,
     normalize: str = "prompt",
-) -> Float[Tensor, "set prompt"]:
+) -> Float[Tensor, "set prompt"] | Patched:
     """The normalised metric kept when every component *outside* each set is ablated in the clean run.
 
     ``keep`` holds, per set, ``{kind: [layer, component] mask of the components kept}``;
@@ -122,7 +131,7 @@ def faithfulness_curve(
     sizes: Sequence[int],
     ablation: str = "corrupted",
     normalize: str = "prompt",
-) -> Float[Tensor, "size prompt"]:
+) -> Float[Tensor, "size prompt"] | Patched:
     """Faithfulness of the top-``k`` components of ``kind`` by mean |score|, for each ``k`` in ``sizes``."""
     sets = [{kind: top_components(scores, k=k)} for k in sizes]
     return faithfulness(model, batch, sets, ablation=ablation, normalize=normalize)
@@ -130,15 +139,31 @@ def faithfulness_curve(
 
 @dataclass(frozen=True)
 class Interaction:
-    """Effect of patching candidates together versus the sum of patching each alone (normalised units)."""
+    """Effect of patching candidates together versus the sum of patching each alone.
+
+    In normalised units per prompt, or (made with ``normalize="none"``) in the metric's
+    units with each prompt's ``gap``, for :meth:`intervals`.
+    """
 
     joint: Float[Tensor, "prompt"]
     sum_of_singles: Float[Tensor, "prompt"]
+    gap: Float[Tensor, "prompt"] | None = None
 
     @property
     def excess(self) -> Float[Tensor, "prompt"]:
         """|joint| − |sum of singles|: > 0 is the signature of AND/OR (super-additive) behaviour."""
         return self.joint.abs() - self.sum_of_singles.abs()
+
+    def intervals(self, n_resamples: int = 1000, seed: int = 0) -> dict[str, Interval]:
+        """The joint effect, the singles' sum and |joint| − |sum|, each as a share of the gap by the ratio of means
+        (mean effect over mean gap), with bootstrap intervals over prompts. Needs ``gap`` (``normalize="none"``)."""
+        if self.gap is None:
+            raise ValueError("intervals need the gap: make the Interaction with normalize='none'")
+        values = torch.stack([self.joint, self.sum_of_singles, self.gap], 1)
+        excess = lambda v: (v[..., 0].mean(-1).abs() - v[..., 1].mean(-1).abs()) / v[..., 2].mean(-1)  # noqa: E731
+        return {"joint patch": ratio_of_means(self.joint, self.gap, n_resamples, seed),
+                "sum of single patches": ratio_of_means(self.sum_of_singles, self.gap, n_resamples, seed),
+                "|joint| − |sum|": bootstrap(values, excess, n_resamples, seed)}
 
 
 def interaction(
@@ -150,8 +175,9 @@ def interaction(
     they are not); AND candidates by denoising (each alone does little in the corrupted run,
     together they restore the behaviour). Effects are signed changes of the normalised
     metric (metric(patched) − metric(base run)), per prompt or (``normalize="batch"``, one
-    column) as a share of the batch's mean gap; the single effects are summed with their
-    signs, so a set holding heads that work against the answer is not inflated.
+    column) as a share of the batch's mean gap, or (``"none"``) in the metric's units with
+    each prompt's gap, for :meth:`Interaction.intervals`; the single effects are summed with
+    their signs, so a set holding heads that work against the answer is not inflated.
     """
     index = candidates.nonzero().tolist()
     if not index:
@@ -162,6 +188,9 @@ def interaction(
         one[layer, component] = True
         singles.append({kind: one})
     values = patch_sets(model, batch, [{kind: candidates.to(torch.bool)}] + singles, direction, normalize=normalize)
+    if normalize == "none":  # changes of the metric from the base run, in its units
+        effects = values.metric - (values.clean if direction == "noising" else values.corrupted)
+        return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0), gap=values.gap)
     base = 1.0 if direction == "noising" else 0.0
     effects = values - base
     return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0))

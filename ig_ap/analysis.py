@@ -172,6 +172,60 @@ def ratio_of_means(
     return bootstrap(pairs, lambda v: v[..., 0].mean(-1) / v[..., 1].mean(-1), n_resamples, seed, level)
 
 
+@dataclass(frozen=True)
+class Patched:
+    """The metric of patched runs per prompt, with the clean and corrupted runs' metrics: effects as shares of the gap.
+
+    ``metric`` has one row per patch (any leading shape) and the prompts last. Effects are
+    read as shares of the clean−corrupted gap by the ratio of means (:meth:`share`,
+    :meth:`interval`, :func:`ratio_of_means`), the book's one rule; ``ig_ap.heads`` and
+    ``ig_ap.ablation`` return it.
+    """
+
+    metric: Float[Tensor, "*patch prompt"]
+    clean: Float[Tensor, "prompt"]
+    corrupted: Float[Tensor, "prompt"]
+
+    def effect(self) -> Float[Tensor, "*patch prompt"]:
+        """metric − metric(corrupted), per prompt, in the metric's units."""
+        return self.metric - self.corrupted
+
+    @property
+    def gap(self) -> Float[Tensor, "prompt"]:
+        return self.clean - self.corrupted
+
+    def share(self) -> Float[Tensor, "*patch"]:
+        """Each patch's mean effect over the mean gap (the ratio of means): 0 = the corrupted run, 1 = the clean one."""
+        return self.effect().mean(-1) / self.gap.mean()
+
+    def interval(self, *index: int, n_resamples: int = 1000, seed: int = 0) -> Interval:
+        """The share of the patch at ``index`` with its 95% bootstrap interval over prompts."""
+        return ratio_of_means(self.effect()[index], self.gap, n_resamples, seed)
+
+    def __getitem__(self, index) -> "Patched":
+        return Patched(self.metric[index], self.clean, self.corrupted)
+
+    def select(self, prompts: Tensor) -> "Patched":
+        """Only the prompts ``prompts`` picks (a boolean mask or indices), e.g. those the model solves."""
+        return Patched(self.metric[..., prompts], self.clean[prompts], self.corrupted[prompts])
+
+    def to_dict(self) -> dict[str, Tensor]:
+        return {"metric": self.metric, "clean": self.clean, "corrupted": self.corrupted}
+
+
+def gap_scaled(result, kind: str, prompts: Tensor | None = None) -> Float[Tensor, "prompt layer component"]:
+    """The scores of ``prompts`` (a mask or indices; all by default) divided by those prompts' *mean* clean−corrupted gap.
+
+    Their mean over prompts is each component's share of the gap by the ratio of means,
+    the book's one rule (a per-prompt ratio, ``Attribution.normalized()``, is kept for
+    per-prompt statistics such as correlations).
+    """
+    scores, gap = result[kind], result.denominator
+    if prompts is not None:
+        scores, gap = scores[prompts], gap[prompts]
+    return scores / gap.mean()
+
+
 def fisher_mean(r: Float[Tensor, "*resample prompt"]) -> Float[Tensor, "*resample"]:
     """Mean of correlations through Fisher's z: tanh(mean(atanh(r))), r clipped to ±(1 − 1e-7)."""
     z = torch.atanh(torch.as_tensor(r, dtype=torch.float64).clamp(-1 + 1e-7, 1 - 1e-7))

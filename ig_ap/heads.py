@@ -52,7 +52,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ig_ap.analysis import Interval, bootstrap, ratio_of_means
+from ig_ap.analysis import Interval, Patched, bootstrap, ratio_of_means  # noqa: F401  (Patched: part of this module's API)
 from ig_ap.attribution import AttributionError
 from ig_ap.models import model_info
 from ig_ap.results import memo
@@ -115,45 +115,6 @@ def _check_mode(mode: str) -> None:
 
 
 # --------------------------------------------------------------------------- patched metrics and their shares
-
-
-@dataclass(frozen=True)
-class Patched:
-    """The metric of patched corrupted runs per prompt, with the clean and corrupted runs' metrics.
-
-    ``metric`` has one row per patch (any leading shape) and the prompts last. Effects are
-    read as shares of the gap by the ratio of means (:meth:`share`, :meth:`interval`).
-    """
-
-    metric: Float[Tensor, "*patch prompt"]
-    clean: Float[Tensor, "prompt"]
-    corrupted: Float[Tensor, "prompt"]
-
-    def effect(self) -> Float[Tensor, "*patch prompt"]:
-        """metric − metric(corrupted), per prompt, in the metric's units."""
-        return self.metric - self.corrupted
-
-    @property
-    def gap(self) -> Float[Tensor, "prompt"]:
-        return self.clean - self.corrupted
-
-    def share(self) -> Float[Tensor, "*patch"]:
-        """Each patch's mean effect over the mean gap (the ratio of means): 0 = the corrupted run, 1 = the clean one."""
-        return self.effect().mean(-1) / self.gap.mean()
-
-    def interval(self, *index: int, n_resamples: int = 1000, seed: int = 0) -> Interval:
-        """The share of the patch at ``index`` with its 95% bootstrap interval over prompts."""
-        return ratio_of_means(self.effect()[index], self.gap, n_resamples, seed)
-
-    def __getitem__(self, index) -> "Patched":
-        return Patched(self.metric[index], self.clean, self.corrupted)
-
-    def select(self, prompts: Tensor) -> "Patched":
-        """Only the prompts ``prompts`` picks (a boolean mask or indices), e.g. those the model solves."""
-        return Patched(self.metric[..., prompts], self.clean[prompts], self.corrupted[prompts])
-
-    def to_dict(self) -> dict[str, Tensor]:
-        return {"metric": self.metric, "clean": self.clean, "corrupted": self.corrupted}
 
 
 def _runs(model, batch: Batch, names: Sequence[str]):

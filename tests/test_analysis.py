@@ -175,6 +175,29 @@ def test_batch_normalised_faithfulness_is_the_share_of_the_mean_gap(tiny_llama):
     torch.testing.assert_close(kept[1, 0], torch.tensor(1.0, dtype=kept.dtype), rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="normalize"):
         faithfulness(tiny_llama, batch, [{"heads": one}], normalize="median")
+    # normalize="none": the metrics with the two runs', whose share() is the same ratio of means, with an interval
+    raw = faithfulness(tiny_llama, batch, [{"heads": one}, {"heads": ~one | one}], normalize="none")
+    torch.testing.assert_close(raw.share(), kept[:, 0].to(raw.share().dtype), rtol=0, atol=1e-5)
+    interval = raw.interval(0, n_resamples=200)
+    assert interval.value == pytest.approx(raw.share()[0].item()) and interval.low <= interval.value <= interval.high
+
+
+def test_interaction_intervals_are_ratios_of_means(tiny_gpt2):
+    from ig_ap.ablation import interaction
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_gpt2, n=4, seed=1).batch()
+    two = torch.zeros(2, 4, dtype=torch.bool)
+    two[1, 0] = two[0, 3] = True
+    for direction in ("denoising", "noising"):
+        raw = interaction(tiny_gpt2, batch, two, "heads", direction, normalize="none")
+        share = interaction(tiny_gpt2, batch, two, "heads", direction, normalize="batch")
+        got = raw.intervals(n_resamples=200)
+        assert got["joint patch"].value == pytest.approx(share.joint[0].item(), abs=1e-5)
+        assert got["sum of single patches"].value == pytest.approx(share.sum_of_singles[0].item(), abs=1e-5)
+        assert got["|joint| − |sum|"].value == pytest.approx(share.excess[0].item(), abs=1e-5)
+    with pytest.raises(ValueError, match="normalize='none'"):
+        share.intervals()
 
 
 def test_share_is_the_ratio_of_means_and_stays_finite_where_a_prompt_has_no_gap():
