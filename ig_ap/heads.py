@@ -109,6 +109,11 @@ def check_heads(model, heads: Sequence[Head], what: str = "heads") -> list[Head]
     return list(dict.fromkeys(out))
 
 
+def _last(t: Tensor, last: Tensor) -> Tensor:
+    """Each prompt's row at its own last position."""
+    return t[torch.arange(len(last)), last.to(t.device)]
+
+
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise AttributionError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
@@ -376,6 +381,25 @@ def direct_logit_attribution(model, batch: Batch, run: str = "clean") -> DirectE
                          project(model, batch, embeddings, scale).cpu(), biases.cpu(), total.cpu())
 
 
+def token_direct_effects(model, batch: Batch, heads: Sequence[Head], run: str = "clean") -> Float[Tensor, "prompt head token"]:
+    """Each head's direct effect on the logit of the answer (``[..., 0]``) and of the distractor (``[..., 1]``), apart.
+
+    :func:`direct_logit_attribution` gives their difference; apart, they say whether a head
+    raises the answer (copies it) or lowers the distractor (suppresses it). Same run, final
+    norm's scale frozen, read at each prompt's last token.
+    """
+    heads = check_heads(model, heads)
+    if run not in ("clean", "corrupted"):
+        raise AttributionError(f"run must be 'clean' or 'corrupted', got {run!r}")
+    tokens = batch.clean if run == "clean" else batch.corrupted
+    names = sorted({result_hook(l) for l, _ in heads}) + ["ln_final.hook_scale"]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        scale = _last(cache["ln_final.hook_scale"], batch.last)[:, 0]
+        outputs = torch.stack([_last(cache[result_hook(l)][:, :, h], batch.last) for l, h in heads], 1)  # [prompt, head, d_model]
+        return torch.stack([project(model, batch, outputs, scale, batch.answers[:, k]) for k in (0, 1)], -1).cpu()
+
+
 def patched_direct_effects(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly") -> Float[Tensor, "prompt head"]:
     """Direct logit attribution of each head of the set under a patch, in the patched run's final-norm scale.
 
@@ -507,10 +531,6 @@ def mlp_paths(model, batch: Batch, sender: Head) -> tuple[list[str], Patched]:
 
 
 # --------------------------------------------------------------------------- backup name movers, attention, copy suppression
-
-
-def _last(t: Tensor, last: Tensor) -> Tensor:
-    return t[torch.arange(len(last)), last.to(t.device)]
 
 
 @dataclass(frozen=True)
@@ -722,11 +742,20 @@ def upstream_heads(model, heads: Sequence[Head], n_layers: int | None = None) ->
     return [(l, h) for l in range(start, first) for h in range(model_info(model).n_heads)]
 
 
-def top_senders(paths: Patched, senders: Sequence[Head], k: int, input: int = 0, receiver: int = 0) -> list[Head]:
-    """The ``k`` senders with the largest positive share in ``paths`` (from :func:`path_patching`) for one input and receiver column."""
+def top_senders(paths: Patched, senders: Sequence[Head], k: int, input: int = 0, receiver: int = 0,
+                min_share: float = 0.02) -> list[Head]:
+    """At most ``k`` senders with the largest share in ``paths`` (from :func:`path_patching`) for one input and receiver
+    column, among those whose share is at least ``min_share`` of the gap and whose 95% bootstrap interval lies above 0
+    (with fewer than 3 prompts there is no interval, and the share alone decides)."""
     share = paths.share()[input, :, receiver]
-    order = share.argsort(descending=True).tolist()
-    return [senders[i] for i in order[:k] if share[i] > 0]
+    out = []
+    for i in share.argsort(descending=True).tolist():
+        if len(out) == k or share[i] < min_share:
+            break
+        low = paths.interval(input, i, receiver).low
+        if math.isnan(low) or low > 0:
+            out.append(senders[i])
+    return out
 
 
 def parse_heads(text: str) -> list[Head]:

@@ -321,3 +321,19 @@ def test_copy_suppression_measures_both_runs_and_refuses_an_upstream_receiver(ti
     assert not torch.allclose(cs.receiver_logit[:, 0], cs.receiver_logit[:, 1])  # the edge changes the receiver
     with pytest.raises(AttributionError, match="is not after"):
         heads.copy_suppression(tiny_gpt2, batch, (1, 0), (1, 2))
+
+
+def test_token_direct_effects_split_the_logit_difference(setup):
+    model, batch = setup
+    both = heads.token_direct_effects(model, batch, [(0, 1), (1, 2)])
+    dla = heads.direct_logit_attribution(model, batch).heads
+    torch.testing.assert_close(both[..., 0] - both[..., 1], torch.stack([dla[:, 0, 1], dla[:, 1, 2]], 1), rtol=1e-4, atol=1e-5)
+
+
+def test_top_senders_need_an_interval_above_zero():
+    clean, corrupted = torch.full((6,), 2.0), torch.zeros(6)
+    metric = torch.stack([torch.tensor([0.9, 1.1, 1.0, 0.8, 1.2, 1.0]),   # clearly positive
+                          torch.tensor([-1.0, 1.2, -1.1, 1.0, -0.9, 1.0]),  # positive mean, interval across 0
+                          torch.full((6,), -0.5)])[None, :, None]  # [input, sender, receiver, prompt]
+    paths = heads.Patched(metric, clean, corrupted)
+    assert heads.top_senders(paths, [(0, 0), (0, 1), (0, 2)], 3) == [(0, 0)]
