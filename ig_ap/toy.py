@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ig_ap.analysis import asymmetry
+from ig_ap.analysis import component_asymmetry
 from ig_ap.attribution import check_direction
 from ig_ap.ig import quadrature
 
@@ -232,11 +232,12 @@ def scores(net: GateNet, layer: str = "input", metric: str = "probability", n_st
 
 
 def asymmetries(net: GateNet, layer: str = "input", metric: str = "probability", n_steps: int = 50) -> dict[str, Float[Tensor, "unit"]]:
-    """AP's and IG's asymmetry per unit (:func:`ig_ap.analysis.asymmetry`): < 0 AND-like, > 0 OR-like.
+    """AP's and IG's asymmetry per unit (:func:`ig_ap.analysis.component_asymmetry`, chapter 3's score: each unit on
+    its own scale, in [−1, 1]): < 0 AND-like, > 0 OR-like.
 
     IG's two directions run the same path backwards, so its asymmetry is 0 up to the
     quadrature error; AP's is about −1 for the inputs of a saturated AND and +1 for an OR.
     """
 
     s = scores(net, layer, metric, n_steps)
-    return {m: asymmetry(s[f"{m} denoising"][None, None], s[f"{m} noising"][None, None])[0] for m in ("AP", "IG")}
+    return {m: component_asymmetry(s[f"{m} denoising"][None, None], s[f"{m} noising"][None, None])[0] for m in ("AP", "IG")}
