@@ -109,10 +109,14 @@ class Interval:
         return bool(self.low > x or self.high < x)
 
     def format(self, digits: int = 2) -> str:
-        """``value [low, high]`` with ``digits`` decimals (``value (n = …: no interval)`` without an interval)."""
+        """``value [low, high]`` with ``digits`` decimals (``value (n = …: no interval)`` without an interval); no "-0.00"."""
+        def number(x: float) -> str:
+            text = f"{x:.{digits}f}"
+            return text[1:] if text.startswith("-") and float(text) == 0 else text
+
         if not math.isfinite(self.low):
-            return f"{self.value:.{digits}f} (n = {self.n}: no interval)"
-        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+            return f"{number(self.value)} (n = {self.n}: no interval)"
+        return f"{number(self.value)} [{number(self.low)}, {number(self.high)}]"
 
     def __str__(self) -> str:
         return self.format()

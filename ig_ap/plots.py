@@ -412,7 +412,8 @@ def path_matrix(effects, senders: Sequence[str], receivers: Sequence[str], input
     array = effects.detach().cpu().double().numpy() if hasattr(effects, "detach") else np.asarray(effects, dtype=float)
     if array.ndim == 4:
         array = array.mean(-1)
-    limit = float(np.abs(array).max()) or 1.0
+    finite = np.abs(array[np.isfinite(array)])
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0  # NaN cells (not measured) stay blank
     fig = make_subplots(rows=1, cols=len(inputs), subplot_titles=[f"receiver's {x}" for x in inputs], shared_yaxes=True,
                         horizontal_spacing=0.04)
     for i, name in enumerate(inputs):
