@@ -682,6 +682,38 @@ class CopySuppression:
     receiver_attention: Float[Tensor, "prompt run"]
 
 
+    def checks(self, n_resamples: int = 1000, seed: int = 0) -> dict[str, Interval]:
+        """Every measurement as a mean over prompts with its 95% bootstrap interval, named for a table."""
+        mean = lambda x: bootstrap(x, n_resamples=n_resamples, seed=seed)  # noqa: E731
+        return {
+            "sender's direct effect on the IO logit (clean run)": mean(self.sender_logit[:, 0]),
+            "sender's direct effect on the S logit (clean run)": mean(self.sender_logit[:, 1]),
+            "receiver's attention to IO, corrupted run": mean(self.receiver_attention[:, 0]),
+            "receiver's attention to IO, with the edge": mean(self.receiver_attention[:, 1]),
+            "change of the receiver's attention to IO": mean(self.receiver_attention[:, 1] - self.receiver_attention[:, 0]),
+            "receiver's direct effect on the IO logit, corrupted run": mean(self.receiver_logit[:, 0]),
+            "receiver's direct effect on the IO logit, with the edge": mean(self.receiver_logit[:, 1]),
+            "change of the receiver's direct effect on the IO logit": mean(self.receiver_logit[:, 1] - self.receiver_logit[:, 0]),
+        }
+
+    def verdict(self, n_resamples: int = 1000, seed: int = 0) -> str:
+        """What the intervals establish, in words: copy suppression only when all three predictions hold."""
+        c = self.checks(n_resamples, seed)
+        tests = {"the sender raises the IO logit": c["sender's direct effect on the IO logit (clean run)"].low > 0,
+                 "the receiver attends more to IO": c["change of the receiver's attention to IO"].low > 0,
+                 "the receiver lowers the IO logit more": c["change of the receiver's direct effect on the IO logit"].high < 0}
+        holds = [t for t, ok in tests.items() if ok]
+        fails = [t for t, ok in tests.items() if not ok]
+        if not fails:
+            return "consistent with copy suppression: all three predictions hold (95% intervals)"
+        text = (f"not shown to be copy suppression: the 95% intervals do not establish that {' or that '.join(fails)}"
+                + (f" (established: {', '.join(holds)})" if holds else ""))
+        if fails[0] == "the sender raises the IO logit" and c["sender's direct effect on the S logit (clean run)"].high < 0:
+            text += ("; the sender lowers the subject's logit instead, so the frame, which needs a copied token, does not "
+                     "fit this sender")
+        return text
+
+
 def copy_suppression(model, batch: Batch, sender: Head, receiver: Head) -> CopySuppression:
     """The measurements of :class:`CopySuppression` for one edge."""
     (sender,), (receiver,) = check_heads(model, [sender], "sender"), check_heads(model, [receiver], "receiver")

@@ -337,3 +337,15 @@ def test_top_senders_need_an_interval_above_zero():
                           torch.full((6,), -0.5)])[None, :, None]  # [input, sender, receiver, prompt]
     paths = heads.Patched(metric, clean, corrupted)
     assert heads.top_senders(paths, [(0, 0), (0, 1), (0, 2)], 3) == [(0, 0)]
+
+
+def test_copy_suppression_verdict_follows_the_three_predictions():
+    n = 6
+    up = torch.linspace(0.8, 1.2, n)
+    both = lambda before, after: torch.stack([before, after], 1)  # noqa: E731  [prompt, (corrupted run, with the edge)]
+    holds = heads.CopySuppression((0, 0), (1, 0), torch.stack([up, 0 * up], 1), both(-0.2 * up, -up), both(0.1 * up, 0.6 * up))
+    assert holds.verdict().startswith("consistent with copy suppression") and len(holds.checks()) == 8
+    lowers_s = heads.CopySuppression((0, 0), (1, 0), torch.stack([0 * up, -up], 1), both(-0.2 * up, -up), both(0.1 * up, 0.6 * up))
+    text = lowers_s.verdict()
+    assert "do not establish that the sender raises the IO logit" in text and "does not fit this sender" in text
+    assert "the receiver attends more to IO" in text  # established, and said so
