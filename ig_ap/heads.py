@@ -153,17 +153,6 @@ def _set_values(heads: Sequence[Head], clean, corrupted, mode: str) -> dict[str,
     return values
 
 
-def _overwrite(activation, hook, values: dict[int, Tensor]):
-    activation = activation.clone()
-    for head, value in values.items():
-        activation[:, :, head] = value
-    return activation
-
-
-def _patch_hooks(values: dict[str, dict[int, Tensor]]):
-    return [(name, functools.partial(_overwrite, values=v)) for name, v in values.items()]
-
-
 MAX_SEQUENCES = 64
 """At most this many prompt copies (patches × prompts) go through the model in one batched pass."""
 
@@ -411,27 +400,15 @@ def patched_direct_effects(model, batch: Batch, heads: Sequence[Head], mode: str
     heads = check_heads(model, heads)
     clean, corrupted, _, _ = _runs(model, batch, _hook_names(heads, mode))
     values = _set_values(heads, clean, corrupted, mode)
+    _, store = _run_copies(model, batch, [values], ["ln_final.hook_scale"])
+    scale = _last(store["ln_final.hook_scale"][0], batch.last)[:, 0]
     with torch.no_grad():
-        scale = _patched_scale(model, batch, _patch_hooks(values))
-        rows = torch.arange(len(batch))
         if mode == "notebook_combination":
             W_O = model.W_O
-            outputs = torch.stack([values[z_hook(l)][h][rows, batch.last] @ W_O[l, h] for l, h in heads], 1)
+            outputs = torch.stack([_last(values[z_hook(l)][h], batch.last) @ W_O[l, h] for l, h in heads], 1)
         else:
-            outputs = torch.stack([values[result_hook(l)][h][rows, batch.last] for l, h in heads], 1)
+            outputs = torch.stack([_last(values[result_hook(l)][h], batch.last) for l, h in heads], 1)
         return project(model, batch, outputs, scale).cpu()
-
-
-def _patched_scale(model, batch, hooks) -> Float[Tensor, "prompt"]:
-    """The final norm's scale at each prompt's last token, in the corrupted run with ``hooks``."""
-    store = {}
-
-    def keep(activation, hook):
-        store["scale"] = activation.detach()
-        return activation
-
-    model.run_with_hooks(batch.corrupted, fwd_hooks=list(hooks) + [("ln_final.hook_scale", keep)])
-    return store["scale"][torch.arange(len(batch)), batch.last][:, 0]
 
 
 # --------------------------------------------------------------------------- path patching
@@ -729,15 +706,14 @@ def copy_suppression(model, batch: Batch, sender: Head, receiver: Head) -> CopyS
         output = _last(clean[result_hook(sender[0])][:, :, sender[1]], batch.last)
         scale = _last(clean["ln_final.hook_scale"], batch.last)[:, 0]
         sender_logit = torch.stack([project(model, batch, output, scale, batch.answers[:, k]) for k in (0, 1)], 1).cpu()
-        _, store = _run_copies(model, batch, [_direct_patch(model, sender, clean, corrupted)], [q_name])
-        edge = store[q_name][0][:, :, receiver[1]]
+        _, direct = _run_copies(model, batch, [_direct_patch(model, sender, clean, corrupted)], [q_name])
+        edge = {q_name: {receiver[1]: direct[q_name][0][:, :, receiver[1]]}}
+        _, runs = _run_copies(model, batch, [{}, edge], [r_name, p_name, "ln_final.hook_scale"])  # corrupted run; with the edge
         logits, attention = [], []
-        for hooks in ([], [(q_name, functools.partial(_overwrite, values={receiver[1]: edge}))]):
-            with model.hooks(fwd_hooks=hooks):
-                _, cache = model.run_with_cache(batch.corrupted, names_filter=lambda n: n in (r_name, p_name, "ln_final.hook_scale"))
-            output = _last(cache[r_name][:, :, receiver[1]], batch.last)
-            logits.append(project(model, batch, output, _last(cache["ln_final.hook_scale"], batch.last)[:, 0], copied))
-            attention.append(readout(cache[p_name][:, receiver[1]:receiver[1] + 1], batch.corrupted, batch.last, copied[:, None])[:, 0, 0])
+        for k in range(2):
+            output = _last(runs[r_name][k][:, :, receiver[1]], batch.last)
+            logits.append(project(model, batch, output, _last(runs["ln_final.hook_scale"][k], batch.last)[:, 0], copied))
+            attention.append(readout(runs[p_name][k][:, receiver[1]:receiver[1] + 1], batch.corrupted, batch.last, copied[:, None])[:, 0, 0])
     return CopySuppression(sender, receiver, sender_logit, torch.stack(logits, 1).cpu(), torch.stack(attention, 1).cpu())
 
 
