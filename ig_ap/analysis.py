@@ -458,9 +458,29 @@ def component_asymmetry(
     score of the whole model instead (:func:`asymmetry`) makes the largest components look
     the most asymmetric. NaN where both scores are 0 or not computed.
     """
-    d, n = denoising.mean(dim=0), noising.mean(dim=0)
+    return _own_scale_asymmetry(denoising.mean(dim=0), noising.mean(dim=0))
+
+
+def _own_scale_asymmetry(d: Tensor, n: Tensor) -> Tensor:
+    """(d + n) · sign(d − n) / (|d| + |n|) of mean scores, elementwise."""
     effect = torch.sign(d - n)
     return (d + n) * torch.where(effect == 0, 1.0, effect) / (d.abs() + n.abs())
+
+
+def asymmetry_interval(
+    denoising: Float[Tensor, "prompt layer component"],
+    noising: Float[Tensor, "prompt layer component"],
+    components: Bool[Tensor, "layer component"],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """The mean :func:`component_asymmetry` of the ``components`` picked, with a bootstrap interval over prompts
+    (each resample recomputes every component's mean scores, then its asymmetry)."""
+    mask = components.to(torch.bool).to(denoising.device)
+    stacked = torch.stack([denoising[:, mask], noising[:, mask]], -1)  # [prompt, component, direction]
+    statistic = lambda v: _own_scale_asymmetry(v[..., 0].mean(1), v[..., 1].mean(1)).nanmean(-1)  # noqa: E731
+    return bootstrap(stacked, statistic, n_resamples, seed, level)
 
 
 def asymmetry_labels(

@@ -291,3 +291,15 @@ def test_overlap_interval_of_top_sets():
     assert interval.value == jaccard(top_components(a, k=3), top_components(b, k=3))
     assert 0 <= interval.low <= interval.value <= interval.high <= 1 and interval.n == 6
     assert overlap_interval(a, a, k=3, n_resamples=50).low == 1.0
+
+
+def test_asymmetry_interval_is_the_mean_asymmetry_of_the_components_picked():
+    from ig_ap.analysis import asymmetry_interval, component_asymmetry
+
+    generator = torch.Generator().manual_seed(0)
+    den = torch.rand(6, 2, 3, generator=generator)
+    noi = -torch.rand(6, 2, 3, generator=generator) * 0.5
+    picked = torch.tensor([[True, False, True], [False, False, True]])
+    got = asymmetry_interval(den, noi, picked, n_resamples=200)
+    assert got.value == pytest.approx(component_asymmetry(den, noi)[picked].mean().item())
+    assert got.low <= got.value <= got.high and got.n == 6
