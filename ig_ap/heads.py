@@ -638,6 +638,25 @@ def attention_readout(model, batch: Batch, heads: Sequence[Head], run: str = "cl
     return torch.stack(out, 1).cpu()
 
 
+ROLES = ("copies IO", "pushes S down", "neither pattern is established")
+
+
+def mover_roles(attention: Float[Tensor, "prompt head target"], writes: Float[Tensor, "prompt head token"],
+                n_resamples: int = 1000, seed: int = 0) -> list[str]:
+    """What each head does at the last token, from :func:`attention_readout` and :func:`token_direct_effects`.
+
+    ``"copies IO"``: it attends more to IO than to S and raises the IO logit; ``"pushes S
+    down"``: it attends more to S and lowers the S logit; each with 95% bootstrap intervals
+    over prompts that exclude 0 (else ``"neither pattern is established"``).
+    """
+    roles = []
+    for h in range(attention.shape[1]):
+        looks = bootstrap(attention[:, h, 0] - attention[:, h, 1], n_resamples=n_resamples, seed=seed)
+        io, s = (bootstrap(writes[:, h, k], n_resamples=n_resamples, seed=seed) for k in (0, 1))
+        roles.append(ROLES[0] if looks.low > 0 and io.low > 0 else ROLES[1] if looks.high < 0 and s.high < 0 else ROLES[2])
+    return roles
+
+
 @dataclass(frozen=True)
 class CopySuppression:
     """What a sender → receiver edge (through the receiver's query) does, per prompt, measured against the token

@@ -349,3 +349,14 @@ def test_copy_suppression_verdict_follows_the_three_predictions():
     text = lowers_s.verdict()
     assert "do not establish that the sender raises the IO logit" in text and "does not fit this sender" in text
     assert "the receiver attends more to IO" in text  # established, and said so
+
+
+def test_mover_roles_read_attention_and_the_two_logits():
+    n = 6
+    ramp = torch.linspace(0.9, 1.1, n)
+    attention = torch.stack([torch.stack([0.7 * ramp, 0.1 * ramp], -1),   # looks at IO
+                             torch.stack([0.1 * ramp, 0.7 * ramp], -1),   # looks at S
+                             torch.stack([0.1 * ramp, 0.7 * ramp], -1)], 1)  # looks at S, but raises S
+    writes = torch.stack([torch.stack([ramp, 0 * ramp], -1), torch.stack([0 * ramp, -ramp], -1),
+                          torch.stack([0 * ramp, ramp], -1)], 1)
+    assert heads.mover_roles(attention, writes) == ["copies IO", "pushes S down", "neither pattern is established"]
