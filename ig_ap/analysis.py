@@ -206,9 +206,6 @@ class Patched:
         """The share of the patch at ``index`` with its 95% bootstrap interval over prompts."""
         return ratio_of_means(self.effect()[index], self.gap, n_resamples, seed)
 
-    def __getitem__(self, index) -> "Patched":
-        return Patched(self.metric[index], self.clean, self.corrupted)
-
     def select(self, prompts: Tensor) -> "Patched":
         """Only the prompts ``prompts`` picks (a boolean mask or indices), e.g. those the model solves."""
         return Patched(self.metric[..., prompts], self.clean[prompts], self.corrupted[prompts])

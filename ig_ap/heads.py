@@ -203,15 +203,11 @@ def _run_copies(model, batch: Batch, patches: Sequence[Patch], record: Sequence[
     return torch.cat(metrics), {name: torch.cat(v) for name, v in records.items()}
 
 
-def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly", runs=None) -> Patched:
-    """The metric of the corrupted run with ``heads`` patched together in ``mode`` (see the module doc), per prompt.
-
-    ``runs``: the clean and corrupted caches and metrics from ``_runs`` over (at least)
-    the hooks the patch writes, to reuse across many patches of one batch.
-    """
+def patch_heads(model, batch: Batch, heads: Sequence[Head], mode: str = "jointly") -> Patched:
+    """The metric of the corrupted run with ``heads`` patched together in ``mode`` (see the module doc), per prompt."""
     heads = check_heads(model, heads)
     _check_mode(mode)
-    clean, corrupted, m_clean, m_corrupted = runs or _runs(model, batch, _hook_names(heads, mode))
+    clean, corrupted, m_clean, m_corrupted = _runs(model, batch, _hook_names(heads, mode))
     metric, _ = _run_copies(model, batch, [_set_values(heads, clean, corrupted, mode)])
     return Patched(metric[0], m_clean.cpu(), m_corrupted.cpu())
 
@@ -235,12 +231,9 @@ class SetEffects:
     def fraction(self, way: str, n_resamples: int = 1000, seed: int = 0) -> Interval:
         """The effect of ``way`` over the joint patch's (ratio of means, interval over prompts); NaN when the joint
         effect is under :data:`MIN_JOINT_SHARE` of the gap, where a ratio would say nothing."""
-        if abs(self.share("jointly", n_resamples=1).value) < MIN_JOINT_SHARE:
+        if abs(self.effects[WAYS.index("jointly")].mean() / self.gap.mean()) < MIN_JOINT_SHARE:
             return Interval(math.nan, math.nan, math.nan, self.effects.shape[1])
         return ratio_of_means(self.effects[WAYS.index(way)], self.effects[WAYS.index("jointly")], n_resamples, seed)
-
-    def shares(self) -> dict[str, Interval]:
-        return {way: self.share(way) for way in WAYS}
 
     def select(self, prompts: Tensor) -> "SetEffects":
         """Only the prompts ``prompts`` picks (a boolean mask or indices), e.g. those the model solves."""
