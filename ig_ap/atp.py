@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ig_ap.attribution import Attribution, hook_name, prepare
-from ig_ap.replay import run_from, trace
+from ig_ap.attribution import Attribution, base_and_source, clean_and_corrupted, hook_name, prepare
+from ig_ap.replay import MEMORY_MB, run_from, trace
 from ig_ap.tasks import Batch
 
 
@@ -47,7 +47,7 @@ def attribution_patching(
     *,
     layers: Sequence[int] | None = None,
     internal_batch_size: int | None = None,
-    memory_mb: float = 1024,
+    memory_mb: float = MEMORY_MB,
     share_prefix: bool = True,
     device: str | None = None,
     progress: bool = True,
@@ -73,7 +73,7 @@ def attribution_patching(
     for start in tqdm(range(0, P, rows), desc=f"AtP {setup.direction}", unit="pass", disable=not setup.progress):
         index = list(range(start, min(start + rows, P)))
         chunk = batch.select(index)
-        base_tokens, source_tokens = (chunk.corrupted, chunk.clean) if setup.direction == "denoising" else (chunk.clean, chunk.corrupted)
+        base_tokens, source_tokens = base_and_source(setup.direction, chunk.clean, chunk.corrupted)
         prefix = chunk.first_difference() if setup.share_prefix else 0
         prefixes.append(prefix)
         with torch.no_grad():
@@ -91,5 +91,5 @@ def attribution_patching(
             layer = int(name.split(".")[1])
             product = (source.cache[name] - kept[name].detach()) * gradient  # positions after the prefix; before it, 0
             scores[kind][index, layer] = product.sum(dim=(1, 3) if kind == "heads" else (1,)).float().cpu()
-    clean_metric, corrupted_metric = (source_metric, base_metric) if setup.direction == "denoising" else (base_metric, source_metric)
+    clean_metric, corrupted_metric = clean_and_corrupted(setup.direction, base_metric, source_metric)
     return setup.result("attribution_patching", scores, clean_metric, corrupted_metric, shared_prefix=min(prefixes))

@@ -35,12 +35,18 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ig_ap.models import model_info
-from ig_ap.replay import rows_per_pass
+from ig_ap.replay import MEMORY_MB, copies_per_pass, rows_per_pass
 
 DIRECTIONS = ("denoising", "noising")
 COMPONENTS = ("heads", "neurons")
 HOOKS = {"heads": "blocks.{}.attn.hook_z", "neurons": "blocks.{}.mlp.hook_post"}
 """Where each component kind is read and patched (all positions)."""
+
+
+SPEED_OPTIONS = ("progress", "internal_batch_size", "memory_mb", "device")
+"""Options that change how fast a computation runs, never its numbers: left out of every results key
+(:mod:`ig_ap.results`), set by a sweep rather than by its methods (:mod:`ig_ap.sweep`), and set once per
+chapter (:class:`ig_ap.book.Chapter`)."""
 
 
 def hook_name(kind: str, layer: int) -> str:
@@ -59,6 +65,20 @@ def check_direction(direction: str) -> str:
             f"or 'noising' (corrupted into clean, the old 'clean→corrupt')"
         )
     return direction
+
+
+def base_and_source(direction: str, clean, corrupted):
+    """(the base run's, the source run's) of a pair given as (clean's, corrupted's): tokens, traces or metrics.
+
+    ``"denoising"``: the base run is the corrupted one and the source the clean one;
+    ``"noising"``: the reverse. The one place the two directions are told apart.
+    """
+    return (corrupted, clean) if check_direction(direction) == "denoising" else (clean, corrupted)
+
+
+def clean_and_corrupted(direction: str, base, source):
+    """The inverse of :func:`base_and_source`: (clean's, corrupted's) of a pair given as (base run's, source run's)."""
+    return (source, base) if check_direction(direction) == "denoising" else (base, source)
 
 
 def check_components(components: str | Sequence[str]) -> tuple[str, ...]:
@@ -96,7 +116,7 @@ class Setup:
     batch: Any  # ig_ap.tasks.Batch, on ``device``
     layers: list[int]
     internal_batch_size: int | None = None
-    memory_mb: float = 1024
+    memory_mb: float = MEMORY_MB
     share_prefix: bool = True
     progress: bool = True
     meta: dict = field(default_factory=dict)
@@ -105,8 +125,7 @@ class Setup:
 
     def runs(self):
         """(tokens of the run patched into / the IG baseline, tokens of the other run)."""
-        b = self.batch
-        return (b.corrupted, b.clean) if self.direction == "denoising" else (b.clean, b.corrupted)
+        return base_and_source(self.direction, self.batch.clean, self.batch.corrupted)
 
     def rows_per_pass(self, model, n_positions: int, n_layers: int, grad: bool) -> int:
         """Rows one pass may hold: ``internal_batch_size`` if given, else what fits ``memory_mb`` over ``n_layers`` layers."""
@@ -117,7 +136,7 @@ class Setup:
 
         The rows this gives (copies × prompts) are recorded in the result's ``rows_per_pass``.
         """
-        copies = max(1, self.rows_per_pass(model, n_positions, n_layers, grad) // len(self.batch))
+        copies = copies_per_pass(model, len(self.batch), n_positions, n_layers, grad, self.memory_mb, self.internal_batch_size)
         self.rows.append(copies * len(self.batch))
         return copies
 
@@ -145,7 +164,7 @@ class Setup:
         )
 
 
-def prepare(model, batch, metric, direction, components, *, layers=None, internal_batch_size=None, memory_mb=1024,
+def prepare(model, batch, metric, direction, components, *, layers=None, internal_batch_size=None, memory_mb=MEMORY_MB,
             share_prefix=True, device=None, progress=True, meta=None) -> Setup:
     """Check what every kernel takes, before any computation; put the batch on the device."""
     direction = check_direction(direction)
@@ -162,11 +181,19 @@ def prepare(model, batch, metric, direction, components, *, layers=None, interna
     if internal_batch_size is not None and (isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int)
                                             or internal_batch_size < 1):
         raise AttributionError(f"internal_batch_size must be a positive int (rows per pass) or None, got {internal_batch_size!r}")
-    if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or memory_mb <= 0:
-        raise AttributionError(f"memory_mb must be a positive number, got {memory_mb!r}")
+    memory_mb = check_memory(memory_mb)
     device = device or info.device
     return Setup(direction, components, info, device, metric or batch.metric, batch.to(device), layers,
                  internal_batch_size, memory_mb, bool(share_prefix), bool(progress), dict(meta or {}))
+
+
+def check_memory(memory_mb) -> float:
+    """``memory_mb`` checked (a positive number; ``None``: :data:`~ig_ap.replay.MEMORY_MB`)."""
+    if memory_mb is None:
+        return MEMORY_MB
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or memory_mb <= 0:
+        raise AttributionError(f"memory_mb must be a positive number, got {memory_mb!r}")
+    return memory_mb
 
 
 @dataclass

@@ -33,6 +33,7 @@ Riemann rules, with Captum's nodes and weights.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,8 +42,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ig_ap.attribution import Attribution, AttributionError, hook_name, prepare
-from ig_ap.replay import run_from, trace
+from ig_ap.attribution import Attribution, AttributionError, Setup, clean_and_corrupted, hook_name, prepare
+from ig_ap.replay import MEMORY_MB, Trace, run_from, trace
 from ig_ap.tasks import Batch
 
 METHODS = ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right", "riemann_trapezoid")
@@ -97,7 +98,7 @@ def integrated_gradients(
     layers: Sequence[int] | None = None,
     segments: int = 4,
     internal_batch_size: int | None = None,
-    memory_mb: float = 1024,
+    memory_mb: float = MEMORY_MB,
     share_prefix: bool = True,
     device: str | None = None,
     progress: bool = True,
@@ -137,73 +138,119 @@ def integrated_gradients(
     """
     setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
                     memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
-    info, metric, batch, layers, components = setup.info, setup.metric, setup.batch, setup.layers, setup.components
-    direction, device = setup.direction, setup.device
+    _check_options(n_steps, method, tolerance, max_steps, baseline, context, segments)
+    batch = setup.batch
+    prefix = batch.first_difference() if setup.share_prefix and baseline == "other" else 0
+    runs = _trace_runs(model, setup, baseline, context, prefix)
+    store = _Store.empty(setup, segments)
+    bar = tqdm(total=len(setup.layers) * len(setup.components) * n_steps, desc=f"IG {setup.direction}", unit="step",
+               disable=not setup.progress)
+    for layer in setup.layers:
+        steps_per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, setup.info.n_layers - layer, True)
+        for kind in setup.components:
+            _attribute_layer(model, setup, runs, store, layer, kind, baseline, n_steps, method, tolerance, max_steps,
+                             segments, steps_per_pass, bar)
+    bar.close()
+    return setup.result("integrated_gradients", store.scores, runs.clean_metric, runs.corrupted_metric,
+                        completeness=store.completeness, path_profile=store.profile, n_steps=n_steps, method=method,
+                        baseline=baseline, context=context, segments=segments, tolerance=tolerance, max_steps=max_steps,
+                        shared_prefix=prefix)
+
+
+def _check_options(n_steps, method, tolerance, max_steps, baseline, context, segments) -> None:
+    """IG's own options, checked before any work (one line each)."""
     if baseline not in ("other", "zero"):
         raise AttributionError(f"baseline must be 'other' or 'zero', got {baseline!r}")
     if context not in ("input", "baseline"):
         raise AttributionError(f"context must be 'input' or 'baseline', got {context!r}")
     if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
         raise AttributionError(f"segments must be a positive int, got {segments!r}")
-    quadrature(n_steps, method)  # checks both before any work
+    quadrature(n_steps, method)  # checks both
     if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance <= 0):
         raise AttributionError(f"tolerance must be a positive number (a share of the clean−corrupted gap) or None, got {tolerance!r}")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < n_steps:
         raise AttributionError(f"max_steps must be an int of at least n_steps ({n_steps}), got {max_steps!r}")
-    P = len(batch)
+
+
+@dataclass
+class _Runs:
+    """The traced input and baseline runs, the run the rest of the network sits on, and the metrics."""
+
+    input: Trace
+    baseline: Trace
+    context: Trace
+    clean_metric: Tensor
+    corrupted_metric: Tensor
+
+    @property
+    def scale(self) -> Tensor:
+        """|metric(clean) − metric(corrupted)| per prompt: what the completeness error is a share of."""
+        return (self.clean_metric - self.corrupted_metric).abs().clamp_min(1e-12)
+
+
+def _trace_runs(model, setup: Setup, baseline: str, context: str, prefix: int) -> _Runs:
     baseline_tokens, input_tokens = setup.runs()
-    names = [hook_name(k, l) for l in layers for k in components]
+    names = [hook_name(k, l) for l in setup.layers for k in setup.components]
+    input_run = trace(model, input_tokens, setup.batch.last, names, prefix=prefix)
+    baseline_run = trace(model, baseline_tokens, setup.batch.last, names if baseline == "other" else (), prefix=prefix)
+    clean_run, corrupted_run = clean_and_corrupted(setup.direction, baseline_run, input_run)
+    return _Runs(input_run, baseline_run, input_run if context == "input" else baseline_run,
+                 setup.metric(clean_run.final, setup.batch).detach(), setup.metric(corrupted_run.final, setup.batch).detach())
 
-    prefix = batch.first_difference() if setup.share_prefix and baseline == "other" else 0
-    input_run = trace(model, input_tokens, batch.last, names, prefix=prefix)
-    baseline_run = trace(model, baseline_tokens, batch.last, names if baseline == "other" else (), prefix=prefix)
-    clean_run, corrupted_run = (input_run, baseline_run) if direction == "denoising" else (baseline_run, input_run)
-    clean_metric = metric(clean_run.final, batch).detach()
-    corrupted_metric = metric(corrupted_run.final, batch).detach()
-    context_run = input_run if context == "input" else baseline_run
-    scale = (clean_metric - corrupted_metric).abs().clamp_min(1e-12)
 
-    sizes = {"heads": info.n_heads, "neurons": info.d_mlp}
-    scores = {k: setup.empty(k) for k in components}
-    profile = {k: torch.full((P, info.n_layers, sizes[k], segments), float("nan")) for k in components}
-    parts = ("target", "error", "relative")
-    complete = {k: {m: torch.full((P, info.n_layers), float("nan")) for m in parts} for k in components}
-    for k in components:
-        complete[k]["steps"] = torch.full((info.n_layers,), float("nan"))
+@dataclass
+class _Store:
+    """What IG fills in, layer by layer: scores, path profiles and the completeness tables (NaN until computed)."""
 
-    bar = tqdm(total=len(layers) * len(components) * n_steps, desc=f"IG {direction}", unit="step", disable=not setup.progress)
-    for layer in layers:
-        steps_per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, True)
-        for kind in components:
-            name = hook_name(kind, layer)
-            x = input_run.cache[name]
-            x0 = baseline_run.cache[name] if baseline == "other" else torch.zeros_like(x)
-            # Completeness target: the metric with the whole layer at its input and at its baseline value.
-            with torch.no_grad():
-                final = run_from(model, context_run, layer, 2, [(name, functools.partial(_replace, value=torch.cat([x0, x])))],
-                                 last=batch.last)
-                at = metric(final.view(2, P, -1), batch)
-            target = (at[1] - at[0]).double()
-            steps = n_steps
-            while True:
-                total, prof = _integrate(model, context_run, layer, name, kind, x0, x, metric, batch, *quadrature(steps, method),
-                                         segments, steps_per_pass, bar)
-                relative = (total.sum(-1) - target).abs() / scale.double()
-                if tolerance is None or bool((relative <= tolerance).all()) or 2 * steps > max_steps:
-                    break
-                steps *= 2  # refine this layer: the error is above the tolerance for some prompt
-                bar.total += steps
-            scores[kind][:, layer] = total.float().cpu()
-            profile[kind][:, layer] = prof.float().cpu()
-            complete[kind]["target"][:, layer] = target.float().cpu()
-            complete[kind]["error"][:, layer] = (total.sum(-1) - target).abs().float().cpu()
-            complete[kind]["relative"][:, layer] = relative.float().cpu()
-            complete[kind]["steps"][layer] = steps
-    bar.close()
+    scores: dict[str, Tensor]
+    profile: dict[str, Tensor]
+    completeness: dict[str, dict[str, Tensor]]
 
-    return setup.result("integrated_gradients", scores, clean_metric, corrupted_metric, completeness=complete,
-                        path_profile=profile, n_steps=n_steps, method=method, baseline=baseline, context=context,
-                        segments=segments, tolerance=tolerance, max_steps=max_steps, shared_prefix=prefix)
+    @classmethod
+    def empty(cls, setup: Setup, segments: int) -> "_Store":
+        info, P = setup.info, len(setup.batch)
+        sizes = {"heads": info.n_heads, "neurons": info.d_mlp}
+        nan = lambda *shape: torch.full(shape, float("nan"))  # noqa: E731
+        completeness = {k: {m: nan(P, info.n_layers) for m in ("target", "error", "relative")} for k in setup.components}
+        for k in setup.components:
+            completeness[k]["steps"] = nan(info.n_layers)
+        return cls({k: setup.empty(k) for k in setup.components},
+                   {k: nan(P, info.n_layers, sizes[k], segments) for k in setup.components}, completeness)
+
+
+def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int, kind: str, baseline: str, n_steps: int,
+                     method: str, tolerance, max_steps: int, segments: int, steps_per_pass: int, bar) -> None:
+    """IG of one layer's components of ``kind``, with its points doubled until completeness holds (``tolerance``)."""
+    name = hook_name(kind, layer)
+    x = runs.input.cache[name]
+    x0 = runs.baseline.cache[name] if baseline == "other" else torch.zeros_like(x)
+    target = _layer_target(model, setup, runs.context, layer, name, x0, x)
+    steps = n_steps
+    while True:
+        total, prof = _integrate(model, runs.context, layer, name, kind, x0, x, setup.metric, setup.batch,
+                                 *quadrature(steps, method), segments, steps_per_pass, bar)
+        relative = (total.sum(-1) - target).abs() / runs.scale.double()
+        if tolerance is None or bool((relative <= tolerance).all()) or 2 * steps > max_steps:
+            break
+        steps *= 2  # refine this layer: the error is above the tolerance for some prompt
+        bar.total += steps
+    store.scores[kind][:, layer] = total.float().cpu()
+    store.profile[kind][:, layer] = prof.float().cpu()
+    table = store.completeness[kind]
+    table["target"][:, layer] = target.float().cpu()
+    table["error"][:, layer] = (total.sum(-1) - target).abs().float().cpu()
+    table["relative"][:, layer] = relative.float().cpu()
+    table["steps"][layer] = steps
+
+
+@torch.no_grad()
+def _layer_target(model, setup: Setup, context_run: Trace, layer: int, name: str, x0: Tensor, x: Tensor) -> Tensor:
+    """Completeness target: the metric with the whole layer at its input minus at its baseline value, per prompt."""
+    P = len(setup.batch)
+    final = run_from(model, context_run, layer, 2, [(name, functools.partial(_replace, value=torch.cat([x0, x])))],
+                     last=setup.batch.last)
+    at = setup.metric(final.view(2, P, -1), setup.batch)
+    return (at[1] - at[0]).double()
 
 
 def _integrate(model, context_run, layer: int, name: str, kind: str, x0: Tensor, x: Tensor, metric, batch, alphas, weights,

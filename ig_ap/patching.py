@@ -35,8 +35,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ig_ap.attribution import Attribution, hook_name, prepare
-from ig_ap.replay import run_from, trace
+from ig_ap.attribution import Attribution, Setup, clean_and_corrupted, hook_name, prepare
+from ig_ap.replay import MEMORY_MB, Trace, run_from, trace
 from ig_ap.tasks import Batch
 
 
@@ -80,7 +80,7 @@ def activation_patching(
     neurons=None,
     layers: Sequence[int] | None = None,
     internal_batch_size: int | None = None,
-    memory_mb: float = 1024,
+    memory_mb: float = MEMORY_MB,
     share_prefix: bool = True,
     device: str | None = None,
     progress: bool = True,
@@ -109,40 +109,54 @@ def activation_patching(
     """
     setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
                     memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
-    info, metric, batch, layers = setup.info, setup.metric, setup.batch, setup.layers
-    neuron_sets = resolve_neurons(neurons, info.n_layers, info.d_mlp, layers) if "neurons" in setup.components else {}
-    base_tokens, source_tokens = setup.runs()
-    names = [hook_name(k, l) for l in layers for k in setup.components]
-    P = len(batch)
-
-    prefix = batch.first_difference() if setup.share_prefix else 0
+    neuron_sets = resolve_neurons(neurons, setup.info.n_layers, setup.info.d_mlp, setup.layers) if "neurons" in setup.components else {}
+    prefix = setup.batch.first_difference() if setup.share_prefix else 0
     with torch.no_grad():
-        source = trace(model, source_tokens, batch.last, names, prefix=prefix)
-        base = trace(model, base_tokens, batch.last, prefix=prefix)
-        base_metric = metric(base.final, batch)
-        source_metric = metric(source.final, batch)
-        clean_metric, corrupted_metric = (source_metric, base_metric) if setup.direction == "denoising" else (base_metric, source_metric)
-
-        scores = {kind: setup.empty(kind) for kind in setup.components}
-        jobs = []
-        for layer in layers:
-            if "heads" in scores:
-                jobs.append(("heads", layer, torch.arange(info.n_heads)))
-            if "neurons" in scores and len(neuron_sets[layer]):
-                jobs.append(("neurons", layer, neuron_sets[layer]))
-        total = sum(len(idx) for _, _, idx in jobs)
-        bar = tqdm(total=total, desc=f"AP {setup.direction}", unit="component", disable=not setup.progress)
-        for kind, layer, indices in jobs:
-            per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, info.n_layers - layer, False)
-            name = hook_name(kind, layer)
-            for start in range(0, len(indices), per_pass):
-                chunk = indices[start:start + per_pass].tolist()
-                hook = functools.partial(_patch_slices, source=source.cache[name], indices=chunk, n_prompts=P)
-                final = run_from(model, base, layer, len(chunk), [(name, hook)], last=batch.last)
-                moved = metric(final.view(len(chunk), P, -1), batch) - base_metric
-                scores[kind][:, layer, chunk] = moved.T.float().cpu()
-                bar.update(len(chunk))
-        bar.close()
-
+        base, source = _trace_runs(model, setup, prefix)
+        base_metric = setup.metric(base.final, setup.batch)
+        source_metric = setup.metric(source.final, setup.batch)
+        scores = _patch_every_component(model, setup, base, source, base_metric, _jobs(setup, neuron_sets), prefix)
+    clean_metric, corrupted_metric = clean_and_corrupted(setup.direction, base_metric, source_metric)
     return setup.result("activation_patching", scores, clean_metric, corrupted_metric, shared_prefix=prefix,
                         neurons="all" if neurons is None else "subset")
+
+
+def _trace_runs(model, setup: Setup, prefix: int) -> tuple[Trace, Trace]:
+    """The base run (block inputs, for :func:`~ig_ap.replay.run_from`) and the source run (the activations patched in)."""
+    base_tokens, source_tokens = setup.runs()
+    names = [hook_name(k, l) for l in setup.layers for k in setup.components]
+    source = trace(model, source_tokens, setup.batch.last, names, prefix=prefix)
+    base = trace(model, base_tokens, setup.batch.last, prefix=prefix)
+    return base, source
+
+
+def _jobs(setup: Setup, neuron_sets: dict[int, Tensor]) -> list[tuple[str, int, Tensor]]:
+    """(kind, layer, component indices) for every layer and kind to patch, in the order they run."""
+    jobs = []
+    for layer in setup.layers:
+        if "heads" in setup.components:
+            jobs.append(("heads", layer, torch.arange(setup.info.n_heads)))
+        if "neurons" in setup.components and len(neuron_sets[layer]):
+            jobs.append(("neurons", layer, neuron_sets[layer]))
+    return jobs
+
+
+def _patch_every_component(model, setup: Setup, base: Trace, source: Trace, base_metric: Tensor,
+                           jobs: list[tuple[str, int, Tensor]], prefix: int) -> dict[str, Tensor]:
+    """metric(patched) − metric(base run) of every component of ``jobs``, many components per pass."""
+    batch, P = setup.batch, len(setup.batch)
+    scores = {kind: setup.empty(kind) for kind in setup.components}
+    bar = tqdm(total=sum(len(idx) for _, _, idx in jobs), desc=f"AP {setup.direction}", unit="component",
+               disable=not setup.progress)
+    for kind, layer, indices in jobs:
+        per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, setup.info.n_layers - layer, False)
+        name = hook_name(kind, layer)
+        for start in range(0, len(indices), per_pass):
+            chunk = indices[start:start + per_pass].tolist()
+            hook = functools.partial(_patch_slices, source=source.cache[name], indices=chunk, n_prompts=P)
+            final = run_from(model, base, layer, len(chunk), [(name, hook)], last=batch.last)
+            moved = setup.metric(final.view(len(chunk), P, -1), batch) - base_metric
+            scores[kind][:, layer, chunk] = moved.T.float().cpu()
+            bar.update(len(chunk))
+    bar.close()
+    return scores

@@ -185,9 +185,27 @@ def run_from(
         return model.unembed(model.ln_final(x))[:, -1] if last is not None else model.unembed(model.ln_final(x))
 
 
-def rows_per_pass(model, n_positions: int, n_layers: int, grad: bool, memory_mb: float) -> int:
+MEMORY_MB = 1024
+"""The default memory budget (MiB) of one pass of patched copies: every kernel and every patching function."""
+
+
+def rows_per_pass(model, n_positions: int, n_layers: int, grad: bool, memory_mb: float = MEMORY_MB) -> int:
     """How many rows (prompt × component or prompt × step) fit a pass within ``memory_mb`` (a rough bound)."""
     cfg = model.cfg
     per_layer = n_positions * (4 * cfg.d_model + 2 * cfg.d_mlp + 3 * cfg.n_heads * (n_positions + cfg.d_head))
     per_row = 4 * per_layer * (n_layers if grad else 2) + 4 * cfg.d_vocab
     return max(1, int(memory_mb * 2**20 // per_row))
+
+
+def copies_per_pass(model, n_prompts: int, n_positions: int, n_layers: int, grad: bool = False,
+                    memory_mb: float | None = None, internal_batch_size: int | None = None) -> int:
+    """How many copies of a batch of ``n_prompts`` one pass of :func:`run_from` may hold: at least one.
+
+    The one batching rule of the package: every pass that runs patched copies of a batch
+    (the kernels' components and IG points, head patches, component sets, path patches)
+    takes ``internal_batch_size`` rows if given, else the rows that fit ``memory_mb``
+    (:data:`MEMORY_MB` by default) over ``n_layers`` layers of ``n_positions`` positions,
+    and divides them by the prompts.
+    """
+    rows = internal_batch_size or rows_per_pass(model, n_positions, n_layers, grad, MEMORY_MB if memory_mb is None else memory_mb)
+    return max(1, rows // max(1, n_prompts))
