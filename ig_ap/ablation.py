@@ -21,8 +21,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ig_ap.analysis import Interval, Patched, bootstrap, ratio_of_means, top_components
-from ig_ap.attribution import hook_name, prepare
-from ig_ap.replay import run_from, trace
+from ig_ap.attribution import base_and_source, hook_name, prepare
+from ig_ap.replay import Trace, run_from, trace
 
 
 NORMALIZE = ("prompt", "batch", "none")
@@ -38,8 +38,9 @@ def patch_sets(
     metric=None,
     device: str | None = None,
     normalize: str = "prompt",
+    memory_mb: float | None = None,
 ) -> Float[Tensor, "set prompt"] | Patched:
-    """The normalised metric after patching each set of components together, all sets in one batched pass.
+    """The normalised metric after patching each set of components together, as many sets per pass as fit ``memory_mb``.
 
     Each element of ``sets`` maps a component kind (``"heads"``, ``"neurons"``) to a
     ``[layer, component]`` mask of the components patched (kinds not named are left
@@ -61,33 +62,42 @@ def patch_sets(
     if not sets:
         raise ValueError("give at least one set of components")
     kinds = sorted({k for s in sets for k in s})
-    setup = prepare(model, batch, metric, direction, kinds, device=device)
-    info, metric, batch = setup.info, setup.metric, setup.batch
-    names = [hook_name(k, l) for k in kinds for l in range(info.n_layers)]
+    setup = prepare(model, batch, metric, direction, kinds, device=device, memory_mb=memory_mb)
+    batch, names = setup.batch, [hook_name(k, l) for k in kinds for l in range(setup.info.n_layers)]
     with torch.no_grad():
         clean = trace(model, batch.clean, batch.last, names)
         corrupted = trace(model, batch.corrupted, batch.last, names)
-        base, other = (clean, corrupted) if direction == "noising" else (corrupted, clean)
-        C, P = len(sets), len(batch)
-        hooks = []
-        for kind in kinds:
-            size = info.n_heads if kind == "heads" else info.d_mlp
-            for layer in range(info.n_layers):
-                name = hook_name(kind, layer)
-                source = other.cache[name] if value == "other" else clean.cache[name].mean(0, keepdim=True).expand_as(clean.cache[name])
-                masks = torch.stack([
-                    s[kind][layer].to(torch.bool) if kind in s else torch.zeros(size, dtype=torch.bool) for s in sets
-                ]).to(source.device)  # [set, component]: True = patched
-                hooks.append((name, functools.partial(_patch_masked, source=source, masks=masks, n_prompts=P)))
-        final = run_from(model, base, 0, C, hooks, last=batch.last)
-        values = metric(final.view(C, P, -1), batch)
-        m_clean = metric(clean.final, batch)
-        m_corrupted = metric(corrupted.final, batch)
+        base, other = base_and_source(direction, clean, corrupted)
+        per_pass = setup.copies_per_pass(model, batch.clean.shape[1], setup.info.n_layers, False)
+        values = torch.cat([_run_sets(model, setup, base, other if value == "other" else None, clean, sets[start:start + per_pass])
+                            for start in range(0, len(sets), per_pass)])
+        m_clean = setup.metric(clean.final, batch)
+        m_corrupted = setup.metric(corrupted.final, batch)
     if normalize == "none":
         return Patched(values.cpu(), m_clean.cpu(), m_corrupted.cpu())
     if normalize == "batch":
         values, m_clean, m_corrupted = values.mean(1, keepdim=True), m_clean.mean(), m_corrupted.mean()
     return ((values - m_corrupted) / (m_clean - m_corrupted)).cpu()
+
+
+def _run_sets(model, setup, base: Trace, other: Trace | None, clean: Trace, sets) -> Float[Tensor, "set prompt"]:
+    """The metric of the base run with each of ``sets`` patched, all in one pass (one copy of the batch per set).
+
+    Patched components take their value in ``other``, or (``other=None``) their mean over the clean prompts.
+    """
+    C, P = len(sets), len(setup.batch)
+    hooks = []
+    for kind in sorted({k for s in sets for k in s}):
+        size = setup.info.n_heads if kind == "heads" else setup.info.d_mlp
+        for layer in range(setup.info.n_layers):
+            name = hook_name(kind, layer)
+            source = other.cache[name] if other is not None else clean.cache[name].mean(0, keepdim=True).expand_as(clean.cache[name])
+            masks = torch.stack([
+                s[kind][layer].to(torch.bool) if kind in s else torch.zeros(size, dtype=torch.bool) for s in sets
+            ]).to(source.device)  # [set, component]: True = patched
+            hooks.append((name, functools.partial(_patch_masked, source=source, masks=masks, n_prompts=P)))
+    final = run_from(model, base, 0, C, hooks, last=setup.batch.last)
+    return setup.metric(final.view(C, P, -1), setup.batch)
 
 
 def _patch_masked(activation, hook, source, masks, n_prompts):
@@ -106,6 +116,7 @@ def faithfulness(
     metric=None,
     device: str | None = None,
     normalize: str = "prompt",
+    memory_mb: float | None = None,
 ) -> Float[Tensor, "set prompt"] | Patched:
     """The normalised metric kept when every component *outside* each set is ablated in the clean run.
 
@@ -120,7 +131,8 @@ def faithfulness(
     if not keep:
         raise ValueError("keep must hold at least one set")
     ablated = [{kind: ~mask.to(torch.bool) for kind, mask in s.items()} for s in keep]
-    return patch_sets(model, batch, ablated, "noising", "other" if ablation == "corrupted" else "mean", metric, device, normalize)
+    return patch_sets(model, batch, ablated, "noising", "other" if ablation == "corrupted" else "mean", metric, device, normalize,
+                      memory_mb)
 
 
 def faithfulness_curve(
@@ -131,10 +143,11 @@ def faithfulness_curve(
     sizes: Sequence[int],
     ablation: str = "corrupted",
     normalize: str = "prompt",
+    memory_mb: float | None = None,
 ) -> Float[Tensor, "size prompt"] | Patched:
     """Faithfulness of the top-``k`` components of ``kind`` by mean |score|, for each ``k`` in ``sizes``."""
     sets = [{kind: top_components(scores, k=k)} for k in sizes]
-    return faithfulness(model, batch, sets, ablation=ablation, normalize=normalize)
+    return faithfulness(model, batch, sets, ablation=ablation, normalize=normalize, memory_mb=memory_mb)
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,8 @@ class Interaction:
 
 
 def interaction(
-    model, batch, candidates: Bool[Tensor, "layer component"], kind: str, direction: str, normalize: str = "prompt"
+    model, batch, candidates: Bool[Tensor, "layer component"], kind: str, direction: str, normalize: str = "prompt",
+    memory_mb: float | None = None,
 ) -> Interaction:
     """Patch the candidate components together and one at a time; compare the effects.
 
@@ -187,10 +201,10 @@ def interaction(
         one = torch.zeros_like(candidates, dtype=torch.bool)
         one[layer, component] = True
         singles.append({kind: one})
-    values = patch_sets(model, batch, [{kind: candidates.to(torch.bool)}] + singles, direction, normalize=normalize)
+    values = patch_sets(model, batch, [{kind: candidates.to(torch.bool)}] + singles, direction, normalize=normalize,
+                        memory_mb=memory_mb)
     if normalize == "none":  # changes of the metric from the base run, in its units
-        effects = values.metric - (values.clean if direction == "noising" else values.corrupted)
+        effects = values.metric - base_and_source(direction, values.clean, values.corrupted)[0]
         return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0), gap=values.gap)
-    base = 1.0 if direction == "noising" else 0.0
-    effects = values - base
+    effects = values - base_and_source(direction, 1.0, 0.0)[0]
     return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0))

@@ -29,20 +29,6 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 
-PUBLISHED_GPT2_SMALL: dict[str, dict[str, float | None]] = {
-    "IOI": {"heads, aligned": 0.8, "heads, zero baseline": 0.0},
-    "Greater-Than": {"heads, aligned": 0.99, "heads, zero baseline": 0.0},
-    "Gender-Bias": {"heads, aligned": 0.99, "heads, zero baseline": 0.0},
-    "Capital-Country": {"heads, aligned": None, "heads, zero baseline": None},
-}
-"""Published mean per-prompt |Pearson r| between IG and AP on GPT-2 small (about; None: not published).
-
-With aligned baselines about 0.8 for IOI heads and 0.99 for Greater-Than and Gender-Bias;
-with a zero baseline about 0. These are figures for *another model* (GPT-2 small, 100
-prompts); the book shows them next to its own, labelled as such.
-"""
-
-
 def _ranks(x: Float[Tensor, "n"]) -> Float[Tensor, "n"]:
     """Ranks 0 … n-1 with ties given their mean rank (as scipy.stats.rankdata, minus one)."""
     order = x.argsort()
@@ -114,12 +100,22 @@ class Interval:
             text = f"{x:.{digits}f}"
             return text[1:] if text.startswith("-") and float(text) == 0 else text
 
+        if math.isnan(self.value):
+            return "undefined"
         if not math.isfinite(self.low):
             return f"{number(self.value)} (n = {self.n}: no interval)"
         return f"{number(self.value)} [{number(self.low)}, {number(self.high)}]"
 
     def __str__(self) -> str:
         return self.format()
+
+
+def compare_intervals(a: Interval, b: Interval) -> str:
+    """``"higher"`` when ``a``'s interval lies wholly above ``b``'s, ``"lower"`` when wholly below, else
+    ``"undecided"`` (the intervals overlap, or one has no interval)."""
+    if not (math.isfinite(a.low) and math.isfinite(b.low)):
+        return "undecided"
+    return "higher" if a.low > b.high else "lower" if a.high < b.low else "undecided"
 
 
 def bootstrap(
@@ -212,6 +208,10 @@ class Patched:
 
     def to_dict(self) -> dict[str, Tensor]:
         return {"metric": self.metric, "clean": self.clean, "corrupted": self.corrupted}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Tensor]) -> "Patched":
+        return cls(value["metric"], value["clean"], value["corrupted"])
 
 
 def gap_scaled(result, kind: str, prompts: Tensor | None = None) -> Float[Tensor, "prompt layer component"]:

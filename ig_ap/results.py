@@ -19,10 +19,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import os
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 import ig_ap
 from ig_ap.atp import attribution_patching
-from ig_ap.attribution import Attribution
+from ig_ap.attribution import SPEED_OPTIONS, Attribution
 from ig_ap.ig import integrated_gradients
 from ig_ap.models import model_info
 from ig_ap.analysis import random_per_layer, top_per_layer
@@ -139,8 +137,9 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], sidecar: dict) -> Path:
     return sidecar_path
 
 
-def _read(path: Path):
-    """(sidecar, tensors) when both are present and consistent, else None."""
+def stored(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """(sidecar, tensors) of the result at ``path`` (a stem) when both files are present and consistent, else None."""
+    path = Path(path)
     tensors_path, sidecar_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
     try:
         sidecar = json.loads(sidecar_path.read_text())
@@ -153,7 +152,7 @@ def _read(path: Path):
 
 def _matching(path: Path, key: dict):
     """(sidecar, tensors) of the complete result at ``path`` if it was stored under ``key``, else None (read and hashed once)."""
-    found = _read(path)
+    found = stored(path)
     return found if found is not None and _key_text(found[0]["key"]) == _key_text(key) else None
 
 
@@ -166,7 +165,7 @@ def find(path: str | Path, key: dict) -> Attribution | None:
 def load(path: str | Path, key: dict) -> Attribution:
     """Read the result at ``path``; :class:`ResultKeyError` if it was stored under another key."""
     path = Path(path)
-    found = _read(path)
+    found = stored(path)
     if found is None:
         raise FileNotFoundError(f"no complete result at {path} (.json and .safetensors with matching hash)")
     return _checked(path, key, *found)
@@ -182,7 +181,7 @@ def _checked(path: Path, key: dict, sidecar: dict, tensors: dict[str, torch.Tens
 def cached(directory: str | Path, key: dict, compute: Callable[[], Attribution]) -> Attribution:
     """The result for ``key`` from ``directory`` if stored there, else ``compute()``, saved before it is returned."""
     path = Path(directory) / result_name(key)
-    found = _read(path)  # read and hashed once
+    found = stored(path)  # read and hashed once
     if found is not None:
         return _checked(path, key, *found)
     result = compute()
@@ -197,7 +196,6 @@ KERNELS: dict[str, Callable[..., Attribution]] = {
 }
 """The attribution kernels by short name."""
 
-_NOT_IN_KEY = {"progress", "internal_batch_size", "memory_mb", "device"}  # change speed, not numbers
 
 
 def _plain(value):
@@ -210,24 +208,14 @@ def _plain(value):
 
 
 class MissingResultError(FileNotFoundError):
-    """A result that a chapter reads from a sweep's results (:func:`read_from`) is not there."""
+    """A result that :func:`compute` was asked to read only (``read_only=True``) is not there.
 
-
-_SOURCE: dict[str, Any] = {"directory": None, "read_only": False, "explain": None}
-
-
-def read_from(directory: str | Path | None, *, read_only: bool = True, explain: Callable[[dict], list[str]] | None = None) -> None:
-    """Take :func:`compute`'s results from ``directory`` (``None``: back to the default cache, computing what is missing).
-
-    With ``read_only`` (the default), a result that is not there is a
-    :class:`MissingResultError` instead of a computation, so that a book built from a
-    cluster's sweep (``-p results DIR``) never starts a long run by accident; its one line
-    names the sweep specs that produce the result, ``explain(key)`` (e.g.
-    :func:`ig_ap.sweep.specs_producing`). Only attribution kernels are affected;
-    :func:`memo` keeps computing into the default cache.
+    ``key`` and ``directory`` say which and where; :func:`missing_message` turns them into one line.
     """
-    _SOURCE.update(directory=None if directory is None else Path(directory).expanduser(),
-                   read_only=bool(read_only) and directory is not None, explain=explain)
+
+    def __init__(self, message: str, key: dict | None = None, directory: Path | None = None):
+        super().__init__(message)
+        self.key, self.directory = key, directory
 
 
 def check_options(kernel: str, options: dict) -> None:
@@ -250,46 +238,40 @@ def compute_key(model, dataset, kernel: str, direction: str = "denoising", **opt
 
 
 def keyed_options(options: dict) -> dict:
-    """The options that go into a key, as plain JSON: all but those that change only the speed."""
-    return {k: _plain(v) for k, v in options.items() if k not in _NOT_IN_KEY}
+    """The options that go into a key, as plain JSON: all but those that change only the speed
+    (:data:`~ig_ap.attribution.SPEED_OPTIONS`)."""
+    return {k: _plain(v) for k, v in options.items() if k not in SPEED_OPTIONS}
 
 
 def compute(model, dataset, kernel: str, direction: str = "denoising", *, directory: str | Path | None = None,
-            **options) -> Attribution:
+            read_only: bool = False, **options) -> Attribution:
     """Run one kernel on all of a dataset's prompts, or load the result from the cache.
 
     ``kernel``: ``"ap"``, ``"ig"`` or ``"atp"`` (:data:`KERNELS`); every other keyword goes
     to the kernel unchanged (``components``, ``n_steps``, ``method``, ``layers``, ...) and,
-    except those that change only the speed (``progress``, ``internal_batch_size``,
-    ``memory_mb``, ``device``), into the key with the model, task, variant, seed and size
-    of the dataset (:func:`compute_key`). ``directory`` defaults to the folder set by
-    :func:`read_from`, else ``cache_dir()/results``.
+    except those that change only the speed (:data:`~ig_ap.attribution.SPEED_OPTIONS`),
+    into the key with the model, task, variant, seed and size of the dataset
+    (:func:`compute_key`). ``directory``: where results are read and written
+    (``cache_dir()/results`` by default). ``read_only``: a result that is not there is a
+    :class:`MissingResultError` instead of a computation, so that a book built from a
+    cluster's sweep never starts a long run by accident.
     """
     key = compute_key(model, dataset, kernel, direction, **options)
-    directory = Path(directory) if directory is not None else _SOURCE["directory"] or _directory(None)
-    if _SOURCE["read_only"]:
+    directory = results_directory(directory)
+    if read_only:
         result = find(directory / result_name(key), key)
         if result is None:
-            raise MissingResultError(_missing(key, directory))
-    else:
-        result = cached(directory, key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
-    if os.environ.get(RESULTS_USED):  # the book runner collects what each chapter read, for the results export
-        with open(os.environ[RESULTS_USED], "a") as log:
-            log.write(str(directory / result_name(key)) + "\n")
-    return result
+            raise MissingResultError(missing_message(key, directory), key, directory)
+        return result
+    return cached(directory, key, lambda: KERNELS[kernel](model, dataset.batch(), direction=direction, **options))
 
 
-RESULTS_USED = "IG_AP_RESULTS_USED"
-"""Environment variable: a file to which :func:`compute` appends the path of every result it returns
-(:mod:`ig_ap.book` sets it per chapter and exports exactly those results with the book)."""
-
-
-def _missing(key: dict, directory: Path) -> str:
-    """One line: which result is missing from ``directory`` and which sweep spec holds it."""
+def missing_message(key: dict, directory: Path, specs: Sequence[str] = ()) -> str:
+    """One line: which result is missing from ``directory``, and how to produce it (the first of ``specs``, the sweep
+    specs that hold it, or else the method a spec would need)."""
     options = key_options(key)
     what = (f"{key['kernel']} {key['direction']} of {key['model']} on {key['task']} ({key['variant']}, "
             f"{key['n']} prompts, seed {key['seed']}) with {json.dumps(options) if options else 'default options'}")
-    specs = _SOURCE["explain"](key) if _SOURCE["explain"] else []
     how = (f"`python -m ig_ap.sweep run {specs[0]} --results {directory}` produces it" if specs else
            f"no known sweep spec holds it: add a method {{kernel: {key['kernel']}, "
            f"{', '.join(f'{k}: {json.dumps(v)}' for k, v in options.items())}}} to a spec and run it")
@@ -339,7 +321,7 @@ def _dataset_key(model, dataset, **fields) -> dict:
                       seed=dataset.seed, n=len(dataset), **fields)
 
 
-def _directory(directory: str | Path | None) -> Path:
+def results_directory(directory: str | Path | None = None) -> Path:
     """The results folder: ``directory``, else ``cache_dir()/results``."""
     return Path(directory) if directory is not None else cache_dir() / "results"
 
@@ -356,7 +338,7 @@ def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, dire
     """
     extra = {f"code_{m}": code_hash((m,)) for m in modules}
     key = _dataset_key(model, dataset, name=name, **extra, **{k: _plain(v) for k, v in options.items()})
-    path = _directory(directory) / result_name(key)
+    path = results_directory(directory) / result_name(key)
     found = _matching(path, key)
     if found is not None:
         tensors = found[1]
@@ -366,84 +348,3 @@ def memo(model, dataset, name: str, compute: Callable[[], torch.Tensor], *, dire
     _write(path, {f"value.{k}": plain(v) for k, v in value.items()} if isinstance(value, dict) else {"value": plain(value)},
            {"key": key, "name": name})
     return value
-
-
-# --------------------------------------------------------------------------- export
-
-EXPORT_COLUMNS = ("model", "task", "variant", "seed", "n", "direction", "method", "options", "prompt", "layer", "kind",
-                  "component", "score", "clean_metric", "corrupted_metric")
-"""The long-form table :func:`export_table` gives: one row per prompt and computed component of every result."""
-
-
-def export_table(directory: str | Path | None = None, paths: Sequence[str | Path] | None = None):
-    """Every attribution result in ``directory`` as one long ``pandas.DataFrame`` (:data:`EXPORT_COLUMNS`).
-
-    One row per result, prompt, layer and computed component (NaN, i.e. not computed, is
-    left out); ``score`` is in the metric's units (divide by ``clean_metric −
-    corrupted_metric`` for the normalised score); ``method`` is the kernel (``ap``, ``ig``,
-    ``atp``) and ``options`` the rest of its key as JSON. Sweep shards (in ``shards/``)
-    and :func:`memo` tensors are not attribution results and are left out. ``paths``:
-    only these results (stems, as :data:`RESULTS_USED` lists them) instead of the folder's.
-    """
-    import pandas as pd
-
-    directory = _directory(directory)
-    frames = []
-    sidecars = sorted(directory.glob("*.json")) if paths is None else [Path(p).with_suffix(".json") for p in dict.fromkeys(paths)]
-    for sidecar_path in sidecars:
-        found = _read(sidecar_path.with_suffix(""))
-        if found is None or "kernel" not in found[0].get("key", {}):
-            continue
-        key, tensors = found[0]["key"], found[1]
-        options = key_options(key)
-        for kind in ("heads", "neurons"):
-            if kind not in tensors:
-                continue
-            scores = tensors[kind]
-            prompt, layer, component = (~scores.isnan()).nonzero(as_tuple=True)
-            frames.append(pd.DataFrame({
-                "model": key["model"], "task": key["task"], "variant": key["variant"], "seed": key["seed"], "n": key["n"],
-                "direction": key["direction"], "method": key["kernel"], "options": json.dumps(options, sort_keys=True),
-                "prompt": prompt.numpy(), "layer": layer.numpy(), "kind": kind, "component": component.numpy(),
-                "score": scores[prompt, layer, component].numpy(),
-                "clean_metric": tensors["clean_metric"][prompt].numpy(),
-                "corrupted_metric": tensors["corrupted_metric"][prompt].numpy()}))
-    if not frames:
-        return pd.DataFrame({c: [] for c in EXPORT_COLUMNS})
-    return pd.concat(frames, ignore_index=True)[list(EXPORT_COLUMNS)]
-
-
-def export(directory: str | Path | None, out: str | Path, paths: Sequence[str | Path] | None = None) -> Path:
-    """Write :func:`export_table` to ``out``: Parquet for ``.parquet``, CSV for ``.csv`` (atomically); the path."""
-    out = Path(out)
-    if out.suffix not in (".parquet", ".csv"):
-        raise ValueError(f"export writes .parquet or .csv, not {out.suffix or 'a file without suffix'} ({out})")
-    table = export_table(directory, paths)
-    writer = (lambda tmp: table.to_parquet(tmp, index=False)) if out.suffix == ".parquet" else (
-        lambda tmp: table.to_csv(tmp, index=False))
-    write_files_atomically([out], [writer])
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ig_ap.results export [--results DIR] OUT.parquet [OUT.csv ...]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m ig_ap.results", description="The results cache.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    command = sub.add_parser("export", help="every cached attribution as one long table (Parquet and/or CSV)")
-    command.add_argument("out", nargs="+", help="files to write: .parquet and/or .csv")
-    command.add_argument("--results", default=None, help="results folder (default: the results cache)")
-    args = parser.parse_args(argv)
-    bad = [o for o in args.out if Path(o).suffix not in (".parquet", ".csv")]
-    if bad:
-        print(f"error: export writes .parquet or .csv files, not {', '.join(bad)}", file=sys.stderr)
-        return 2
-    for out in args.out:
-        path = export(args.results, out)
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

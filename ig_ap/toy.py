@@ -35,7 +35,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ig_ap.analysis import component_asymmetry
-from ig_ap.attribution import check_direction
+from ig_ap.attribution import base_and_source, check_direction
 from ig_ap.ig import quadrature
 
 TRUTH_TABLES: dict[str, Float[Tensor, "4"]] = {
@@ -187,7 +187,7 @@ def activation_patching(net: GateNet, direction: str = "denoising", layer: str =
     """AP of every unit of ``layer`` between the all-on (clean) and the all-off (corrupted) input, normalised."""
     direction = check_direction(direction)
     clean, corrupted, m_clean, m_corrupted, gap = _runs(net, layer, metric)
-    base, other, m_base = (corrupted, clean, m_corrupted) if direction == "denoising" else (clean, corrupted, m_clean)
+    (base, m_base), (other, _) = base_and_source(direction, (clean, m_clean), (corrupted, m_corrupted))
     patched = base.repeat(len(base), 1)
     index = torch.arange(len(base))
     patched[index, index] = other  # row i: unit i takes the other run's value
@@ -214,12 +214,12 @@ def integrated_gradients(
 
     direction = check_direction(direction)
     clean, corrupted, _, _, gap = _runs(net, layer, metric)
-    start, end = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
+    start, end = base_and_source(direction, clean, corrupted)
     alphas, weights = (t.to(start.dtype) for t in quadrature(n_steps, "gausslegendre"))
     points = (start + alphas[:, None] * (end - start)).requires_grad_(True)
     (grads,) = torch.autograd.grad(net.from_units(points, layer, metric).sum(), points)
     scores = (weights[:, None] * grads).sum(0) * (end - start) / gap
-    target = 1.0 if direction == "denoising" else -1.0
+    target = base_and_source(direction, 1.0, -1.0)[1]  # the source run: +1 denoising (towards clean), −1 noising
     return ToyIG(scores.detach(), abs(scores.sum().item() - target))
 
 
