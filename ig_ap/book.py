@@ -13,9 +13,12 @@
    :mod:`ig_ap.plots`) in ``_build/src`` and runs ``jupyter-book build`` on it, which
    writes the site to ``_build/html``.
 
-Chapters check their own parameters with :func:`check_parameters` so that
-``papermill book/<chapter>.ipynb out.ipynb -p n_prompts abc`` fails at once with one
-line that says what is wrong.
+A chapter's first cell calls :func:`open_chapter` with its parameters (``open_chapter(globals())``):
+it checks them (so that ``papermill book/<chapter>.ipynb out.ipynb -p n_prompts abc`` fails
+at once with one line that says what is wrong), loads the model and returns a
+:class:`Chapter`, which owns where the chapter's results are read and written
+(:meth:`Chapter.compute`, :meth:`Chapter.cached`) and where its figures' data go
+(:meth:`Chapter.show`).
 """
 
 from __future__ import annotations
@@ -29,16 +32,17 @@ import shutil
 import subprocess
 import sys
 import time
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import ig_ap
-from ig_ap.models import EMBEDDED, ModelInfo, load_model, model_info
 from ig_ap import results
-from ig_ap.results import RESULTS_USED, export
-from ig_ap.plots import FIGURE_DATA, plotly_js_path, use_offline_renderer
+from ig_ap.attribution import Attribution
+from ig_ap.export import export
+from ig_ap.models import EMBEDDED, ModelInfo, load_model, model_info
+from ig_ap.plots import Page, plotly_js_path, use_offline_renderer
 from ig_ap.sweep import specs_producing
 from ig_ap.tasks import IOI_CORRUPTIONS, Task, parse_tasks
 
@@ -96,7 +100,7 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "ig_steps": (int,),
     "ig_tolerance": (float, int, type(None)),
     "internal_batch_size": (int, type(None)),
-    "memory_mb": (int, float),
+    "memory_mb": (int, float, type(None)),
     "tasks": (str, list),
     "neurons": (str, int),
     "hidden": (int,),
@@ -144,7 +148,7 @@ def check_parameters(**values: Any) -> None:
             raise ParameterError(f"parameter {key} must be an IOI corruption ({', '.join(IOI_CORRUPTIONS)}), got {value!r}")
         if key == "backup_min_share" and not 0 < value < 1:
             raise ParameterError(f"parameter backup_min_share must be a share in (0, 1), got {value}")
-        if key == "memory_mb" and value <= 0:
+        if key == "memory_mb" and value is not None and value <= 0:
             raise ParameterError(f"parameter memory_mb must be positive, got {value}")
         if key == "results" and value is not None and not Path(value).expanduser().is_dir():
             raise ParameterError(f"parameter results must be a folder of sweep results (python -m ig_ap.sweep run SPEC "
@@ -153,42 +157,133 @@ def check_parameters(**values: Any) -> None:
             raise ParameterError(f"parameter neurons must be 'all' or a number of neurons per layer (>= 1), got {value!r}")
 
 
+PAGE_OUTPUT = "IG_AP_PAGE_OUTPUT"
+"""Environment variable, set by :func:`execute_chapter` and read by :func:`open_chapter` only (both here): the
+folder ``.../data/<chapter>`` of the page being executed. Its figures' CSVs go into it, and the list of the
+results the chapter read into ``<folder>.results`` (exported with the book)."""
+
+
 @dataclass
 class Chapter:
-    """What a chapter's first cell opens: the model, its info, and the checked parameters."""
+    """An open chapter: its model and checked parameters, where its results are read and written, and its page.
+
+    ``results``: the folder attributions are read from and written to (a sweep's results
+    when the chapter has a ``results`` parameter, then ``read_only``: a missing one is an
+    error naming the sweep spec that produces it, never a computation); ``cache``: where
+    other cached computations (:meth:`cached`) go; ``log``: a file listing every
+    attribution the chapter read (the book exports exactly those); ``page``: the page's
+    figures (:class:`ig_ap.plots.Page`).
+    """
 
     model: Any  # the TransformerBridge
     info: ModelInfo
     parameters: dict[str, Any]
     tasks: list[Task] | None = None  # parsed from the ``tasks`` parameter, when the chapter has one
+    results: Path = field(default_factory=lambda: results.results_directory())
+    read_only: bool = False
+    cache: Path = field(default_factory=lambda: results.results_directory())
+    log: Path | None = None
+    page: Page = field(default_factory=Page)
+
+    @property
+    def speed(self) -> dict[str, Any]:
+        """The options that change only how fast a result is computed (:data:`~ig_ap.attribution.SPEED_OPTIONS`), from the
+        chapter's parameters; no progress bars on a page."""
+        return {"progress": False, **{k: self.parameters[k] for k in ("internal_batch_size", "memory_mb") if k in self.parameters}}
+
+    @property
+    def quadrature(self) -> dict[str, Any]:
+        """IG's points and completeness tolerance, from the ``ig_steps`` and ``ig_tolerance`` parameters."""
+        return {"n_steps": self.parameters["ig_steps"], "tolerance": self.parameters.get("ig_tolerance")}
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The bootstrap's resamples and seed, from the ``n_resamples`` and ``seed`` parameters."""
+        return {"n_resamples": self.parameters.get("n_resamples", 1000), "seed": self.parameters.get("seed", 0)}
+
+    def compute(self, dataset, kernel: str, direction: str = "denoising", **options) -> Attribution:
+        """:func:`ig_ap.results.compute` in this chapter's results folder, with its speed options (:attr:`speed`)."""
+        try:
+            result = results.compute(self.model, dataset, kernel, direction, directory=self.results,
+                                     read_only=self.read_only, **{**self.speed, **options})
+        except results.MissingResultError as error:
+            raise results.MissingResultError(results.missing_message(error.key, error.directory, specs_producing(error.key)),
+                                             error.key, error.directory) from None
+        self._read(kernel, dataset, direction, options)
+        return result
+
+    def compute_ap_neurons(self, dataset, direction: str, neurons, **options) -> Attribution:
+        """AP of neurons (all, or those in a mask or dict of masks: :func:`ig_ap.results.compute_ap_neurons`) here."""
+        subset = results.neuron_subset(neurons)
+        return self.compute(dataset, "ap", direction, components=("neurons",), neurons=subset, **options)
+
+    def _read(self, kernel: str, dataset, direction: str, options: dict) -> None:
+        if self.log is not None:
+            key = results.compute_key(self.model, dataset, kernel, direction, **options)
+            with open(self.log, "a") as log:
+                log.write(str(self.results / results.result_name(key)) + "\n")
+
+    def cached(self, function: Callable[..., Any], dataset, **options) -> Any:
+        """``function(model, dataset.batch(), **options)`` on every prompt of ``dataset``, from :attr:`cache` when the
+        model, the prompts, the options and the code of ``function``'s module are unchanged.
+
+        ``function`` returns an object with ``to_dict()`` (tensors) and a ``from_dict`` class
+        method, named as its return annotation (:class:`ig_ap.heads.SetEffects`,
+        :class:`ig_ap.analysis.Patched`, ...).
+        """
+        kind = typing.get_type_hints(function)["return"]
+        module = function.__module__.rsplit(".", 1)[-1]
+        value = results.memo(self.model, dataset, function.__name__, lambda: function(self.model, dataset.batch(), **options).to_dict(),
+                             directory=self.cache, modules=(module,), **options)
+        return kind.from_dict(value)
+
+    def built_with(self, *names: str) -> str:
+        """The "Built with" line (:func:`built_with`) naming the parameters ``names``."""
+        return built_with(self.info, **{k: self.parameters[k] for k in names})
+
+    def show(self, fig, name: str, caption: str) -> None:
+        """Show a numbered, captioned figure with its data (:meth:`ig_ap.plots.Page.show`)."""
+        self.page.show(fig, name, caption)
+
+    def not_drawn(self, name: str, reason: str) -> None:
+        """Say that the figure ``name`` is not drawn and why (:meth:`ig_ap.plots.Page.not_drawn`)."""
+        self.page.not_drawn(name, reason)
 
 
-def open_chapter(*, show: bool | Sequence[str] = True, **parameters: Any) -> Chapter:
+def open_chapter(namespace: Mapping[str, Any] | None = None, *, show: bool | Sequence[str] = True, **parameters: Any) -> Chapter:
     """Open a chapter: check its parameters, render figures offline, load the model, say what the page is built with.
 
-    Call it in the cell after the ``parameters`` cell with every parameter the chapter
-    declares (``open_chapter(model=model, device=device, seed=seed, ...)``): a wrong one
-    stops the chapter at once with one line (:func:`check_parameters`), before the model
-    loads. ``show``: display the "Built with" line (:func:`built_with`) with the parameters
-    other than ``model``, ``device`` and ``seed`` (True), with those named only (a
-    sequence of names), or not at all (False).
+    Call it in the cell after the ``parameters`` cell as ``open_chapter(globals())``: the
+    chapter's parameters are the names of ``namespace`` that are chapter parameters
+    (:data:`PARAMETER_TYPES`), so each value is typed once, in the parameters cell.
+    Keyword ``parameters`` are added (a chapter opened from code). A wrong one stops the
+    chapter at once with one line (:func:`check_parameters`), before the model loads.
+    ``show``: display the "Built with" line (:func:`built_with`) with the parameters
+    other than ``model``, ``device``, ``seed`` and ``results`` (True), with those named
+    only (a sequence of names), or not at all (False).
     """
+    parameters = {**{k: v for k, v in (namespace or {}).items() if k in PARAMETER_TYPES}, **parameters}
     check_parameters(**parameters)
     tasks = parse_tasks(parameters["tasks"]) if "tasks" in parameters else None
-    # Attributions from a sweep's results (read-only: a missing one names the spec that produces it), else the cache.
-    results.read_from(parameters.get("results"), explain=specs_producing)
     use_offline_renderer()
     model = load_model(parameters.get("model", EMBEDDED), device=parameters.get("device"), seed=parameters.get("seed", 0))
     info = model_info(model)
+    page_output = os.environ.get(PAGE_OUTPUT)  # set by the book runner: this page's data folder
+    source = parameters.get("results")
+    chapter = Chapter(model, info, parameters, tasks,
+                      results=results.results_directory(None if source is None else Path(source).expanduser()),
+                      read_only=source is not None,
+                      cache=results.results_directory(),
+                      log=Path(page_output).with_suffix(".results") if page_output else None,
+                      page=Page(page_output))
     if show:
         from IPython.display import Markdown, display  # only where a chapter runs
 
         names = [k for k in parameters if k not in ("model", "device", "seed", "results")] if show is True else list(show)
-        shown = {k: parameters[k] for k in names}
-        display(Markdown(built_with(info, **shown)))
-        if parameters.get("results"):
-            display(Markdown(f"*Attributions read from the sweep results in* `{parameters['results']}` (nothing recomputed)."))
-    return Chapter(model, info, parameters, tasks)
+        display(Markdown(built_with(info, **{k: parameters[k] for k in names})))
+        if source:
+            display(Markdown(f"*Attributions read from the sweep results in* `{source}` (nothing recomputed)."))
+    return chapter
 
 
 def built_with(info, **parameters: Any) -> str:
@@ -261,8 +356,8 @@ def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], f
     used = out_dir / "data" / f"{notebook.stem}.results"  # the results the chapter reads, for the book's export
     used.parent.mkdir(parents=True, exist_ok=True)
     used.unlink(missing_ok=True)
-    previous = {name: os.environ.get(name) for name in (FIGURE_DATA, RESULTS_USED)}
-    os.environ.update({FIGURE_DATA: str(data), RESULTS_USED: str(used)})  # the kernel inherits them
+    previous = os.environ.get(PAGE_OUTPUT)
+    os.environ[PAGE_OUTPUT] = str(data)  # the kernel inherits it; open_chapter reads it
     try:
         papermill.execute_notebook(
             str(notebook), str(partial), parameters=passed, cwd=str(notebook.parent),
@@ -275,11 +370,10 @@ def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], f
             f"(the executed copy is at {partial})"
         ) from None
     finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if previous is None:
+            os.environ.pop(PAGE_OUTPUT, None)
+        else:
+            os.environ[PAGE_OUTPUT] = previous
     partial.replace(target)
     stamp.write_text(key)
     print(f"  {notebook.stem}: executed in {time.perf_counter() - started:.1f} s")
@@ -330,13 +424,28 @@ def build(
         raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     out = Path(out or root / "_build").resolve()
     notebooks = chapters(root)
+    started = time.perf_counter()
+    executed = _execute_chapters(notebooks, profile, only, overrides, out, force)
+    _compile(stage(root, executed, out / "src"), out)
+    _drop_thebe(out / "html")
+    _collect_data(executed, out)
+    manifest = {"profile": profile, "overrides": overrides or {}, "pages": _pages_key(root),
+                "chapters": {n.stem: (out / "executed" / f"{n.stem}.key").read_text() for n in notebooks}}
+    (out / "html" / BUILD_MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+    index = out / "html" / "index.html"
+    print(f"Book built in {time.perf_counter() - started:.1f} s: {index}")
+    return index
+
+
+def _execute_chapters(notebooks: list[Path], profile: str, only: list[str] | None, overrides: dict[str, Any] | None,
+                      out: Path, force: bool) -> list[Path]:
+    """Execute every chapter (those in ``only``, if given; the others must have run before); their executed copies."""
     if only:
         unknown = set(only) - {n.stem for n in notebooks}
         if unknown:
             raise ParameterError(
                 f"unknown chapter(s) {', '.join(sorted(unknown))}; chapters: {', '.join(n.stem for n in notebooks)}"
             )
-    started = time.perf_counter()
     executed = []
     for i, notebook in enumerate(notebooks, 1):
         target = out / "executed" / notebook.name
@@ -348,7 +457,11 @@ def build(
         print(f"[{i}/{len(notebooks)}] {notebook.stem} ({profile} profile)", flush=True)
         parameters = profile_parameters(profile, notebook.stem, overrides)
         executed.append(execute_chapter(notebook, out / "executed", parameters, force=force))
-    src = stage(root, executed, out / "src")
+    return executed
+
+
+def _compile(src: Path, out: Path) -> None:
+    """Run Jupyter Book on the staged sources ``src`` and put the site in ``out/html``; an unresolved reference fails."""
     print("Compiling the book with Jupyter Book ...", flush=True)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(src), "--path-output", str(_jupyter_book_output(out))]
@@ -364,26 +477,22 @@ def build(
     if site != out / "html":  # move the finished site into place
         shutil.rmtree(out / "html", ignore_errors=True)
         site.replace(out / "html")
-    _drop_thebe(out / "html")
+
+
+def _collect_data(executed: list[Path], out: Path) -> None:
+    """Each figure's CSV next to its page, and every attribution the chapters read as one table (the methods page links it)."""
     used = []
-    for notebook in executed:  # each figure's CSV, next to its page
+    for notebook in executed:
         data = notebook.parent / "data" / notebook.stem
         if data.is_dir():
             shutil.copytree(data, out / "html" / "book" / "data" / notebook.stem, dirs_exist_ok=True)
         log = notebook.parent / "data" / f"{notebook.stem}.results"
         used += log.read_text().split() if log.is_file() else []
-    # Every attribution the chapters read, as one long table (the methods page links it).
     export(None, out / "html" / "data" / RESULTS_EXPORT, paths=used)
-    index = out / "html" / "index.html"
-    manifest = {"profile": profile, "overrides": overrides or {}, "pages": _pages_key(root),
-                "chapters": {n.stem: (out / "executed" / f"{n.stem}.key").read_text() for n in notebooks}}
-    (out / "html" / BUILD_MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
-    print(f"Book built in {time.perf_counter() - started:.1f} s: {index}")
-    return index
 
 
 RESULTS_EXPORT = "results.parquet"
-"""The site's export of every attribution its chapters read (:func:`ig_ap.results.export_table`), in ``data/``."""
+"""The site's export of every attribution its chapters read (:func:`ig_ap.export.export_table`), in ``data/``."""
 
 BUILD_MANIFEST = ".ig_ap-build.json"
 """Written into the site by :func:`build`: what it was built from, so that :func:`publish` can tell it is current."""

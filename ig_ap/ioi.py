@@ -276,19 +276,27 @@ def find_head_sets(model, batch: Batch, n_movers: int = 3, n_negative: int = 2, 
     return {"name movers": movers, "negative name movers": negative, "backup name movers": backup}
 
 
+def ranked_senders(paths: Patched, senders: Sequence[Head], input: int = 0, receiver: int = 0) -> list[Head]:
+    """``senders`` ordered by their share in ``paths`` (from :func:`ig_ap.heads.path_patching`) for one input and
+    receiver column, largest first."""
+    share = paths.share()[input, :, receiver]
+    return [senders[i] for i in share.argsort(descending=True).tolist()]
+
+
 def top_senders(paths: Patched, senders: Sequence[Head], k: int, input: int = 0, receiver: int = 0,
                 min_share: float = 0.02) -> list[Head]:
-    """At most ``k`` senders with the largest share in ``paths`` (from :func:`path_patching`) for one input and receiver
-    column, among those whose share is at least ``min_share`` of the gap and whose 95% bootstrap interval lies above 0
-    (with fewer than 3 prompts there is no interval, and the share alone decides)."""
+    """At most ``k`` senders with the largest share in ``paths`` (from :func:`ig_ap.heads.path_patching`) for one input
+    and receiver column, among those whose share is at least ``min_share`` of the gap and whose 95% bootstrap interval
+    lies above 0 (with fewer than 3 prompts there is no interval, and the share alone decides)."""
     share = paths.share()[input, :, receiver]
     out = []
-    for i in share.argsort(descending=True).tolist():
+    for sender in ranked_senders(paths, senders, input, receiver):
+        i = senders.index(sender)
         if len(out) == k or share[i] < min_share:
             break
         low = paths.interval(input, i, receiver).low
         if math.isnan(low) or low > 0:
-            out.append(senders[i])
+            out.append(sender)
     return out
 
 

@@ -16,13 +16,13 @@ registers the renderer ``"ig_ap"``, whose output carries two representations:
 Every figure has a title, labelled axes and hover text. In the book each one goes through
 :func:`show`: numbered and captioned (the caption says what one point or cell is), with a
 link to a CSV of exactly the numbers it draws (:func:`figure_table`), written next to the
-page when :mod:`ig_ap.book` executes the chapter.
+page when :mod:`ig_ap.book` executes the chapter. A :class:`Page` keeps one page's figure
+numbers and where its CSVs go (a chapter's :class:`ig_ap.book.Chapter` holds one).
 """
 
 from __future__ import annotations
 
 import html
-import os
 import re
 import warnings
 from pathlib import Path
@@ -61,19 +61,9 @@ class OfflineRenderer(MimetypeRenderer):
 
 
 def use_offline_renderer() -> None:
-    """Make ``fig.show()`` (and a figure as a cell's last value) use the offline renderer; start figure numbers at 1."""
+    """Make ``fig.show()`` (and a figure as a cell's last value) use the offline renderer."""
     pio.renderers[RENDERER] = OfflineRenderer()
     pio.renderers.default = RENDERER
-    _FIGURES.clear()
-
-
-FIGURE_DATA = "IG_AP_FIGURE_DATA"
-"""Environment variable: the folder (``.../data/<chapter>``) where :func:`show` writes each figure's CSV.
-
-:mod:`ig_ap.book` sets it while it executes a chapter and copies the folder next to the
-page; unset (a notebook opened by hand), no CSV is written and no link shown."""
-
-_FIGURES: dict[str, int] = {}  # figure name -> its number on this page
 
 
 def figure_table(fig: go.Figure):
@@ -112,43 +102,54 @@ def figure_table(fig: go.Figure):
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
-def show(fig: go.Figure, name: str, caption: str) -> None:
-    """Display ``fig`` numbered (``Figure N`` on its page) with ``caption``, and a link to its numbers as CSV.
+class Page:
+    """One page's figures: their numbers (1, 2, ... in the order shown) and the folder their CSVs go to.
 
-    ``name`` (letters, digits, ``-``) identifies the figure on its page: the prose refers to it
-    as ``{glue:md}`name``` (glued as "Figure N"), and its CSV is ``<name>.csv``. ``caption``
-    (Markdown) says what the figure shows and what one point, bar or cell is.
+    ``data``: the folder (``.../data/<chapter>``) where :meth:`show` writes each figure's
+    CSV; :mod:`ig_ap.book` copies it next to the page. ``None`` (a notebook opened by
+    hand): no CSV is written and no link shown.
     """
-    from IPython.display import HTML, Markdown, display
-    from myst_nb import glue
 
-    if not re.fullmatch(r"[A-Za-z0-9-]+", name):
-        raise ValueError(f"figure name {name!r} must be letters, digits and '-'")
-    if name in _FIGURES:
-        raise ValueError(f"figure name {name!r} is used twice on this page")
-    number = _FIGURES[name] = len(_FIGURES) + 1
-    _wrap_titles(fig)
-    display(fig)
-    link = ""
-    folder = os.environ.get(FIGURE_DATA)
-    if folder:
-        target = Path(folder) / f"{name}.csv"
-        table = figure_table(fig)
-        write_files_atomically([target], [lambda tmp: table.to_csv(tmp, index=False)])
-        href = f"data/{Path(folder).name}/{name}.csv"
-        link = f' <a class="figure-data" href="{html.escape(href)}" download>Data (CSV)</a>'
-    display(HTML(f'<p class="figure-caption" id="{name}"><strong>Figure {number}.</strong> '
-                 f"{_inline_markdown(caption)}{link}</p>"))
-    glue(name, Markdown(f'<a href="#{name}">Figure {number}</a>'), display=False)
+    def __init__(self, data: str | Path | None = None):
+        self.data = None if data is None else Path(data)
+        self.numbers: dict[str, int] = {}  # figure name -> its number on this page
 
+    def show(self, fig: go.Figure, name: str, caption: str) -> None:
+        """Display ``fig`` numbered (``Figure N`` on its page) with ``caption``, and a link to its numbers as CSV.
 
-def not_drawn(name: str, reason: str) -> None:
-    """Say that the figure ``name`` is not drawn on this run and why; the prose's ``{glue:md}`name``` then reads "no figure: reason"."""
-    from IPython.display import Markdown, display
-    from myst_nb import glue
+        ``name`` (letters, digits, ``-``) identifies the figure on its page: the prose refers to it
+        as ``{glue:md}`name``` (glued as "Figure N"), and its CSV is ``<name>.csv``. ``caption``
+        (Markdown) says what the figure shows and what one point, bar or cell is.
+        """
+        from IPython.display import HTML, Markdown, display
+        from myst_nb import glue
 
-    display(Markdown(f"*No figure: {reason}.*"))
-    glue(name, Markdown(f"(no figure: {reason})"), display=False)
+        if not re.fullmatch(r"[A-Za-z0-9-]+", name):
+            raise ValueError(f"figure name {name!r} must be letters, digits and '-'")
+        if name in self.numbers:
+            raise ValueError(f"figure name {name!r} is used twice on this page")
+        number = self.numbers[name] = len(self.numbers) + 1
+        _wrap_titles(fig)
+        display(fig)
+        link = ""
+        if self.data is not None:
+            table = figure_table(fig)
+            write_files_atomically([self.data / f"{name}.csv"], [lambda tmp: table.to_csv(tmp, index=False)])
+            href = f"data/{self.data.name}/{name}.csv"
+            link = f' <a class="figure-data" href="{html.escape(href)}" download>Data (CSV)</a>'
+        display(HTML(f'<p class="figure-caption" id="{name}"><strong>Figure {number}.</strong> '
+                     f"{_inline_markdown(caption)}{link}</p>"))
+        glue(name, Markdown(f'<a href="#{name}">Figure {number}</a>'), display=False)
+
+    @staticmethod
+    def not_drawn(name: str, reason: str) -> None:
+        """Say that the figure ``name`` is not drawn on this run and why; the prose's ``{glue:md}`name``` then reads
+        "no figure: reason"."""
+        from IPython.display import Markdown, display
+        from myst_nb import glue
+
+        display(Markdown(f"*No figure: {reason}.*"))
+        glue(name, Markdown(f"(no figure: {reason})"), display=False)
 
 
 def _wrap(text: str, width: int) -> str:

@@ -294,17 +294,22 @@ def neuron_subsets(ranked_by, k: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return {"random": random_per_layer(first.shape[1], first.shape[2], k, seed), "top": top}
 
 
+def neuron_subset(neurons) -> dict[int, list[int]] | None:
+    """The ``neurons=`` option of AP for ``"all"`` (None), a ``[layer, d_mlp]`` mask, or a dict of masks (their union)."""
+    if isinstance(neurons, str) and neurons == "all":
+        return None
+    if isinstance(neurons, dict):
+        neurons = torch.stack(list(neurons.values())).any(dim=0)
+    return {layer: row.nonzero().flatten().tolist() for layer, row in enumerate(torch.as_tensor(neurons, dtype=torch.bool))}
+
+
 def compute_ap_neurons(model, dataset, direction: str, neurons, **options) -> Attribution:
     """AP of neurons: all of them (``neurons="all"``), or those in a ``[layer, d_mlp]`` mask (or the union of a dict of masks).
 
     The rest are NaN. On a CPU the chapters pass :func:`neuron_subsets` (a random sample
     and the top neurons of other methods). ``options`` as :func:`compute`.
     """
-    if isinstance(neurons, dict):
-        neurons = torch.stack(list(neurons.values())).any(dim=0)
-    subset = None if isinstance(neurons, str) and neurons == "all" else {
-        layer: row.nonzero().flatten().tolist() for layer, row in enumerate(torch.as_tensor(neurons, dtype=torch.bool))}
-    return compute(model, dataset, "ap", direction, components=("neurons",), neurons=subset, **options)
+    return compute(model, dataset, "ap", direction, components=("neurons",), neurons=neuron_subset(neurons), **options)
 
 
 _DATASET_FIELDS = ("model", "task", "variant", "seed", "n")

@@ -162,7 +162,12 @@ def _override(raw: dict, text: str) -> None:
         method[key] = value
 
 
+SET_BY_SWEEP = ("progress", "device")
+"""Speed options (:data:`~ig_ap.attribution.SPEED_OPTIONS`) that the sweep sets for every shard; a method may set the others."""
+
+
 def _check(raw: dict, path: Path | None) -> Spec:
+    """The spec ``raw`` (read from ``path``) checked key by key; :class:`SpecError` in one line naming the file."""
     where = f"{path}: " if path else ""
 
     def fail(message: str):
@@ -174,13 +179,35 @@ def _check(raw: dict, path: Path | None) -> Spec:
     for needed in ("models", "tasks", "n_prompts", "methods"):
         if needed not in raw:
             fail(f"the spec needs {needed!r}")
+    models = _check_models(raw["models"], fail)
+    try:
+        tasks = [t.value for t in parse_tasks(raw["tasks"])]
+        directions = [check_direction(d) for d in raw.get("directions", ["denoising", "noising"])]
+    except (TaskError, AttributionError, TypeError) as error:
+        fail(str(error))
+    n_prompts = _positive("n_prompts", raw["n_prompts"], fail)
+    seed, device, threads, max_retries = _check_run(raw, fail)
+    shards = raw.get("shards") or {}
+    if not isinstance(shards, dict) or set(shards) - {"prompts", "layers"}:
+        fail(f"shards must be a mapping with 'prompts' and/or 'layers', got {shards!r}")
+    prompts_per_shard = _positive("shards.prompts", shards.get("prompts", n_prompts), fail)
+    layers_per_shard = None if shards.get("layers") is None else _positive("shards.layers", shards["layers"], fail)
+    if not isinstance(raw["methods"], dict) or not raw["methods"]:
+        fail("methods must be a mapping of names to {kernel: ..., options...}")
+    methods = [_check_method(str(name), entry, tasks, directions, layers_per_shard, fail) for name, entry in raw["methods"].items()]
+    return Spec(str(raw["name"]), models, tasks, directions, n_prompts, seed, device, threads, max_retries,
+                prompts_per_shard, layers_per_shard, methods, path)
 
-    def positive(name, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            fail(f"{name} must be a positive int, got {value!r}")
-        return value
 
-    models = raw["models"] if isinstance(raw["models"], list) else [raw["models"]]
+def _positive(name: str, value, fail) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        fail(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _check_models(raw, fail) -> list[str]:
+    """Model names: the embedded one, a tiny one, or a name the hub resolver knows."""
+    models = raw if isinstance(raw, list) else [raw]
     if not models:
         fail("models must name at least one model")
     for name in models:
@@ -191,59 +218,51 @@ def _check(raw: dict, path: Path | None) -> Spec:
                 resolve_hub_name(name)
             except UnknownModelError as error:
                 fail(str(error))
-    try:
-        tasks = [t.value for t in parse_tasks(raw["tasks"])]
-        directions = [check_direction(d) for d in raw.get("directions", ["denoising", "noising"])]
-    except (TaskError, AttributionError, TypeError) as error:
-        fail(str(error))
-    n_prompts = positive("n_prompts", raw["n_prompts"])
+    return models
+
+
+def _check_run(raw: dict, fail) -> tuple[int, str, int, int]:
+    """How the shards run: seed, device, threads per worker and retries."""
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         fail(f"seed must be an int, got {seed!r}")
     device = raw.get("device", "cpu")
     if device not in ("cpu", "cuda"):
         fail(f"device must be 'cpu' or 'cuda', got {device!r}")
-    threads = positive("threads", raw.get("threads", 1))
+    threads = _positive("threads", raw.get("threads", 1), fail)
     max_retries = raw.get("max_retries", 3)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         fail(f"max_retries must be an int >= 0, got {max_retries!r}")
-    shards = raw.get("shards") or {}
-    if not isinstance(shards, dict) or set(shards) - {"prompts", "layers"}:
-        fail(f"shards must be a mapping with 'prompts' and/or 'layers', got {shards!r}")
-    prompts_per_shard = positive("shards.prompts", shards.get("prompts", n_prompts))
-    layers_per_shard = None if shards.get("layers") is None else positive("shards.layers", shards["layers"])
+    return seed, device, threads, max_retries
 
-    if not isinstance(raw["methods"], dict) or not raw["methods"]:
-        fail("methods must be a mapping of names to {kernel: ..., options...}")
-    methods = []
-    for name, entry in raw["methods"].items():
-        if not isinstance(entry, dict) or "kernel" not in entry:
-            fail(f"method {name!r} must be a mapping with a 'kernel' ({', '.join(results.KERNELS)})")
-        options = {k: v for k, v in entry.items() if k not in METHOD_KEYS}
-        for speed_only in ("progress", "device"):
-            if speed_only in options:
-                fail(f"method {name!r}: {speed_only!r} is set by the sweep, not by a method")
-        try:
-            results.check_options(entry["kernel"], options)
-            if "components" in options:
-                check_components(options["components"])
-            method_tasks = tasks if "tasks" not in entry else [t.value for t in parse_tasks(entry["tasks"])]
-            method_directions = [check_direction(d) for d in entry.get("directions", directions)]
-        except (ValueError, TypeError) as error:
-            fail(f"method {name!r}: {error}")
-        outside = sorted(set(method_tasks) - set(tasks)) + sorted(set(method_directions) - set(directions))
-        if outside:
-            fail(f"method {name!r} names {', '.join(outside)}, which the spec's tasks/directions do not hold")
-        chosen = options.get("layers")
-        if chosen is not None and (not isinstance(chosen, list) or not chosen
-                                   or any(isinstance(l, bool) or not isinstance(l, int) for l in chosen)):
-            fail(f"method {name!r}: layers must be a non-empty list of layer numbers (or left out: all), got {chosen!r}")
-        shard_layers = entry.get("shard_layers", layers_per_shard)
-        if shard_layers is not None:
-            positive(f"method {name!r}: shard_layers", shard_layers)
-        methods.append(Method(str(name), entry["kernel"], options, method_tasks, method_directions, shard_layers))
-    return Spec(str(raw["name"]), models, tasks, directions, n_prompts, seed, device, threads, max_retries,
-                prompts_per_shard, layers_per_shard, methods, path)
+
+def _check_method(name: str, entry, tasks: list[str], directions: list[str], layers_per_shard: int | None, fail) -> "Method":
+    """One method: a known kernel with options it takes, and tasks and directions the spec holds."""
+    if not isinstance(entry, dict) or "kernel" not in entry:
+        fail(f"method {name!r} must be a mapping with a 'kernel' ({', '.join(results.KERNELS)})")
+    options = {k: v for k, v in entry.items() if k not in METHOD_KEYS}
+    for speed_only in SET_BY_SWEEP:
+        if speed_only in options:
+            fail(f"method {name!r}: {speed_only!r} is set by the sweep, not by a method")
+    try:
+        results.check_options(entry["kernel"], options)
+        if "components" in options:
+            check_components(options["components"])
+        method_tasks = tasks if "tasks" not in entry else [t.value for t in parse_tasks(entry["tasks"])]
+        method_directions = [check_direction(d) for d in entry.get("directions", directions)]
+    except (ValueError, TypeError) as error:
+        fail(f"method {name!r}: {error}")
+    outside = sorted(set(method_tasks) - set(tasks)) + sorted(set(method_directions) - set(directions))
+    if outside:
+        fail(f"method {name!r} names {', '.join(outside)}, which the spec's tasks/directions do not hold")
+    chosen = options.get("layers")
+    if chosen is not None and (not isinstance(chosen, list) or not chosen
+                               or any(isinstance(l, bool) or not isinstance(l, int) for l in chosen)):
+        fail(f"method {name!r}: layers must be a non-empty list of layer numbers (or left out: all), got {chosen!r}")
+    shard_layers = entry.get("shard_layers", layers_per_shard)
+    if shard_layers is not None:
+        _positive(f"method {name!r}: shard_layers", shard_layers, fail)
+    return Method(name, entry["kernel"], options, method_tasks, method_directions, shard_layers)
 
 
 # --------------------------------------------------------------------------- the plan
