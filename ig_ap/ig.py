@@ -224,7 +224,7 @@ def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int
     name = hook_name(kind, layer)
     x = runs.input.cache[name]
     x0 = runs.baseline.cache[name] if baseline == "other" else torch.zeros_like(x)
-    target = _layer_target(model, setup, runs.context, layer, name, x0, x)
+    target = _layer_target(model, setup, runs.context, layer, name, x0, x, steps_per_pass)
     steps = n_steps
     while True:
         total, prof = _integrate(model, runs.context, layer, name, kind, x0, x, setup.metric, setup.batch,
@@ -244,12 +244,19 @@ def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int
 
 
 @torch.no_grad()
-def _layer_target(model, setup: Setup, context_run: Trace, layer: int, name: str, x0: Tensor, x: Tensor) -> Tensor:
-    """Completeness target: the metric with the whole layer at its input minus at its baseline value, per prompt."""
+def _layer_target(model, setup: Setup, context_run: Trace, layer: int, name: str, x0: Tensor, x: Tensor,
+                  per_pass: int) -> Tensor:
+    """Completeness target: the metric with the whole layer at its input minus at its baseline value, per prompt
+    (both ends in one pass when ``per_pass`` allows two copies of the batch)."""
     P = len(setup.batch)
-    final = run_from(model, context_run, layer, 2, [(name, functools.partial(_replace, value=torch.cat([x0, x])))],
-                     last=setup.batch.last)
-    at = setup.metric(final.view(2, P, -1), setup.batch)
+    ends = [x0, x]
+    at = []
+    for start in range(0, 2, min(2, per_pass)):
+        chunk = ends[start:start + per_pass]
+        final = run_from(model, context_run, layer, len(chunk), [(name, functools.partial(_replace, value=torch.cat(chunk)))],
+                         last=setup.batch.last)
+        at.append(setup.metric(final.view(len(chunk), P, -1), setup.batch))
+    at = torch.cat(at)
     return (at[1] - at[0]).double()
 
 

@@ -2,14 +2,17 @@
 through, nothing not computed reads as 0, metrics read last-token logits, and the tokenizer,
 `to_tokens`, `to_single_token` and `model_info` agree on the BOS token."""
 
+import ast
 import inspect
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from ig_ap import book, heads, storage, tasks, words
+import ig_ap.ioi
+from ig_ap import book, plots, storage, tasks, words
 from ig_ap.analysis import per_prompt_correlation, top_components
 from ig_ap.attribution import AttributionError
 from ig_ap.models import EMBEDDED, TINY_MODELS, load_model, model_info, tokenize
@@ -201,11 +204,11 @@ def test_backup_name_movers_are_found_by_response_and_stay_apart_from_the_other_
     """Backup heads come from the response to the name movers' ablation (not DLA ranks), never a negative name mover."""
     delta = torch.tensor([5.0, 4.0, 3.0, 2.0, -0.1, -0.2, -3.0, -4.0]).view(2, 4)
     fake = {"clean": SimpleNamespace(heads=delta[None]), "corrupted": SimpleNamespace(heads=torch.zeros(1, 2, 4))}
-    monkeypatch.setattr(heads, "direct_logit_attribution", lambda model, batch, run: fake[run])
+    monkeypatch.setattr(ig_ap.ioi, "direct_logit_attribution", lambda model, batch, run: fake[run])
     asked = []
     response = SimpleNamespace(heads=lambda: [(1, 3), (1, 0), (0, 2)])
-    monkeypatch.setattr(heads, "backup_response", lambda model, batch, movers, min_share: asked.append(movers) or response)
-    sets = heads.find_head_sets(tiny_gpt2, None, n_movers=1, n_negative=2, n_backup=5)
+    monkeypatch.setattr(ig_ap.ioi, "backup_response", lambda model, batch, movers, min_share: asked.append(movers) or response)
+    sets = ig_ap.ioi.find_head_sets(tiny_gpt2, None, n_movers=1, n_negative=2, n_backup=5)
     assert asked == [[(0, 0)]]  # the response to the name movers' ablation
     assert sets["name movers"] == [(0, 0)]
     assert sets["negative name movers"] == [(1, 3), (1, 2)]
@@ -241,3 +244,96 @@ def test_result_names_say_which_kernel(tiny_gpt2, ioi):
 
     key = _dataset_key(tiny_gpt2, ioi, kernel="ig", direction="noising", method="riemann_left")
     assert result_name(key).startswith("tiny-gpt2-s0-ioi-ig-noising-")
+
+
+# ---- no hidden state, one batching rule
+
+PACKAGE = Path(ig_ap.ioi.__file__).parent
+
+
+def _module_level_containers(tree: ast.Module):
+    """(name, line) of every module-level assignment of a mutable container (dict, list, set, or a call making one)."""
+    makers = (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        value = getattr(node, "value", None)
+        mutable = isinstance(value, makers) or (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                                                 and value.func.id in ("dict", "list", "set", "defaultdict", "OrderedDict"))
+        for target in targets:
+            if mutable and isinstance(target, ast.Name) and not target.id.startswith("__"):
+                yield target.id, node.lineno
+
+
+def test_no_module_keeps_module_level_mutable_state():
+    """No `global` statement, and every module-level container is a CONSTANT by name (checked below to stay unchanged)."""
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Global)], f"{path.name} rebinds a module-level name"
+        state = [f"{name} (line {line})" for name, line in _module_level_containers(tree) if name.lstrip("_") != name.lstrip("_").upper()]
+        assert not state, f"{path.name} keeps module-level state: {', '.join(state)}"
+
+
+def test_module_level_constants_stay_unchanged_while_a_chapter_runs(tmp_path, tiny_gpt2, monkeypatch):
+    """Open a chapter, compute and cache through it, show a figure: every module's CONSTANT containers are as before."""
+    import importlib
+    import pickle
+
+    import plotly.graph_objects as go
+
+    modules = [importlib.import_module(f"ig_ap.{p.stem}") for p in sorted(PACKAGE.glob("*.py")) if p.stem != "__init__"]
+
+    def constants():  # compared as their pickled bytes (they hold tensors and functions)
+        return {(m.__name__, k): pickle.dumps(v) for m in modules for k, v in vars(m).items()
+                if k.lstrip("_").isupper() and isinstance(v, (dict, list, set))}
+
+    before = constants()
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    chapter = book.Chapter(tiny_gpt2, model_info(tiny_gpt2), {"ig_steps": 2, "memory_mb": 64}, results=tmp_path / "r",
+                           cache=tmp_path / "c", log=tmp_path / "used.results", page=plots.Page(tmp_path / "data"))
+    data = tasks.make_dataset("ioi", tiny_gpt2, n=2, seed=0)
+    chapter.compute(data, "ig", components=("heads",), **chapter.quadrature)
+    chapter.cached(ig_ap.heads.set_effects, data, heads=[(0, 1), (1, 2)])
+    chapter.show(go.Figure(go.Bar(x=["a"], y=[1.0])), "fig-a", "caption")
+    assert constants() == before
+    assert (tmp_path / "used.results").read_text().count("\n") == 1 and (tmp_path / "data" / "fig-a.csv").is_file()
+
+
+def _rows_per_pass(model, call) -> int:
+    """The most rows any forward pass through the model's last block held while ``call()`` ran."""
+    rows = []
+    handle = model.blocks[-1].register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    try:
+        call()
+    finally:
+        handle.remove()
+    return max(rows)
+
+
+def test_every_pass_of_patched_copies_respects_memory_mb(tiny_gpt2):
+    """With a budget too small for two copies of the batch, no pass of any kernel or patching function holds more
+    than one copy (the prompts); with the default budget the same calls do batch several copies per pass."""
+    import ig_ap.ablation as ablation
+    from ig_ap import atp, ig, patching
+
+    model, H = tiny_gpt2, ig_ap.heads
+    batch = tasks.make_dataset("ioi", model, n=3, seed=0).batch()
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask[0, 1] = mask[1, 2] = True
+    calls = {
+        "AP": lambda m: patching.activation_patching(model, batch, components="heads", memory_mb=m, progress=False),
+        "IG": lambda m: ig.integrated_gradients(model, batch, components="heads", n_steps=4, memory_mb=m, progress=False),
+        "AtP": lambda m: atp.attribution_patching(model, batch, memory_mb=m, progress=False),
+        "patch_sets": lambda m: ablation.faithfulness(model, batch, [{"heads": mask}, {"heads": ~mask}], memory_mb=m),
+        "interaction": lambda m: ablation.interaction(model, batch, mask, "heads", "denoising", memory_mb=m),
+        "set_effects": lambda m: H.set_effects(model, batch, [(0, 1), (1, 2)], memory_mb=m),
+        "patch_heads": lambda m: H.patch_heads(model, batch, [(0, 1)], memory_mb=m),
+        "patched_direct_effects": lambda m: H.patched_direct_effects(model, batch, [(0, 1)], memory_mb=m),
+        "path_patching": lambda m: H.path_patching(model, batch, [(0, 0), (0, 1)], [(1, 2)], memory_mb=m),
+        "mlp_paths": lambda m: H.mlp_paths(model, batch, (0, 1), memory_mb=m),
+        "backup_response": lambda m: ig_ap.ioi.backup_response(model, batch, [(1, 0)], memory_mb=m),
+        "copy_suppression": lambda m: ig_ap.ioi.copy_suppression(model, batch, (0, 1), (1, 2), memory_mb=m),
+    }
+    for name, call in calls.items():
+        assert _rows_per_pass(model, lambda: call(1e-6)) <= len(batch), name
+        if name not in ("AtP", "patch_heads", "patched_direct_effects"):  # passes of prompts, or of one patch, either way
+            assert _rows_per_pass(model, lambda: call(None)) > len(batch), f"{name} never batches copies"

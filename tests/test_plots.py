@@ -89,26 +89,24 @@ def test_figure_table_holds_exactly_the_numbers_drawn():
 def test_show_numbers_figures_writes_their_csv_and_refuses_a_name_twice(tmp_path, monkeypatch):
     import plotly.graph_objects as go
 
-    monkeypatch.setenv(plots.FIGURE_DATA, str(tmp_path / "data" / "02_chapter"))
+    page = plots.Page(tmp_path / "data" / "02_chapter")
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append(obj))
     plots.use_offline_renderer()
     try:
         for name in ("fig-a", "fig-b"):
-            plots.show(go.Figure(go.Bar(x=["a"], y=[1.5])), name, "One *bar* is one thing.")
+            page.show(go.Figure(go.Bar(x=["a"], y=[1.5])), name, "One *bar* is one thing.")
         with pytest.raises(ValueError, match="used twice"):
-            plots.show(go.Figure(), "fig-a", "again")
+            page.show(go.Figure(), "fig-a", "again")
         with pytest.raises(ValueError, match="letters, digits"):
-            plots.show(go.Figure(), "fig a", "bad name")
+            page.show(go.Figure(), "fig a", "bad name")
     finally:
         pio.renderers.default = "plotly_mimetype"
     captions = [o.data for o in shown if type(o).__name__ == "HTML"]
     assert "<strong>Figure 2.</strong> One <em>bar</em> is one thing." in captions[1]
     assert 'href="data/02_chapter/fig-b.csv"' in captions[1]
     assert (tmp_path / "data" / "02_chapter" / "fig-a.csv").read_text().splitlines()[1].startswith("trace 0,bar,,a,1.5")
-    monkeypatch.delenv(plots.FIGURE_DATA)
-    plots.use_offline_renderer()  # a notebook opened by hand: numbered, but no CSV and no link
-    plots.show(go.Figure(go.Bar(x=["a"], y=[1.0])), "fig-a", "caption")
+    plots.Page().show(go.Figure(go.Bar(x=["a"], y=[1.0])), "fig-a", "caption")  # by hand: numbered, no CSV, no link
     last = [o.data for o in shown if type(o).__name__ == "HTML"][-1]
     assert "Data (CSV)" not in last and "<strong>Figure 1.</strong>" in last
 

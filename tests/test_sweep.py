@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ig_ap import results, sweep
+from ig_ap import export, results, sweep
 from ig_ap.tasks import make_dataset
 
 SPEC = {
@@ -84,7 +84,7 @@ def test_sharded_sweep_merges_to_the_unsharded_kernels(tmp_path, tiny_gpt2):
     assert found.meta.get("shards") == 6
 
     # Export: one row per prompt and computed component of the 7 merged results (shards left out).
-    out = results.export(tmp_path, tmp_path / "export" / "all.parquet")
+    out = export.export(tmp_path, tmp_path / "export" / "all.parquet")
     table = pd.read_parquet(out)
     expected = sum(int((~results.load(r.path(tmp_path), r.key)[kind].isnan()).sum()) for r in plan.results
                    for kind in ("heads", "neurons") if getattr(results.load(r.path(tmp_path), r.key), kind) is not None)
@@ -171,16 +171,18 @@ def test_overrides_set_spec_keys_and_method_options():
 
 
 def test_read_only_results_name_the_spec_that_produces_a_missing_one(tmp_path, tiny_gpt2):
+    from ig_ap.book import Chapter
+    from ig_ap.models import model_info
+
     data = make_dataset("ioi", tiny_gpt2, n=100, seed=0)
-    results.read_from(tmp_path, explain=sweep.specs_producing)
-    try:
-        with pytest.raises(results.MissingResultError, match=r"sweeps/book-gpu\.yaml") as error:
-            results.compute(tiny_gpt2, data, "ap", "denoising", components=("heads",), progress=False)
-        assert len(str(error.value).splitlines()) == 1
-        with pytest.raises(results.MissingResultError, match="no known sweep spec holds it"):
-            results.compute(tiny_gpt2, data, "ap", "denoising", components=("heads",), share_prefix=False, progress=False)
-    finally:
-        results.read_from(None)
+    chapter = Chapter(tiny_gpt2, model_info(tiny_gpt2), {}, results=tmp_path, read_only=True)
+    with pytest.raises(results.MissingResultError, match=r"sweeps/book-gpu\.yaml") as error:
+        chapter.compute(data, "ap", "denoising", components=("heads",))
+    assert len(str(error.value).splitlines()) == 1
+    with pytest.raises(results.MissingResultError, match="no known sweep spec holds it"):
+        chapter.compute(data, "ap", "denoising", components=("heads",), share_prefix=False)
+    with pytest.raises(results.MissingResultError, match="no result for ap denoising"):  # the package alone: no spec named
+        results.compute(tiny_gpt2, data, "ap", "denoising", directory=tmp_path, read_only=True, components=("heads",))
     assert not list(tmp_path.iterdir())  # read-only: nothing was computed or written
 
 
