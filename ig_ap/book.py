@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import ig_ap
 from ig_ap import results
-from ig_ap.attribution import Attribution
+from ig_ap.attribution import SPEED_OPTIONS, Attribution
 from ig_ap.export import export
 from ig_ap.models import EMBEDDED, ModelInfo, load_model, model_info
 from ig_ap.plots import Page, plotly_js_path, use_offline_renderer
@@ -189,7 +189,7 @@ class Chapter:
     def speed(self) -> dict[str, Any]:
         """The options that change only how fast a result is computed (:data:`~ig_ap.attribution.SPEED_OPTIONS`), from the
         chapter's parameters; no progress bars on a page."""
-        return {"progress": False, **{k: self.parameters[k] for k in ("internal_batch_size", "memory_mb") if k in self.parameters}}
+        return {**{k: self.parameters[k] for k in SPEED_OPTIONS if k in self.parameters}, "progress": False}
 
     @property
     def quadrature(self) -> dict[str, Any]:
@@ -350,7 +350,7 @@ def execute_chapter(notebook: Path, out_dir: Path, parameters: dict[str, Any], f
         print(f"  {notebook.stem}: unchanged, reusing {target.relative_to(out_dir.parent.parent)}")
         return target
     partial = out_dir / f".{notebook.stem}.running.ipynb"
-    data = out_dir / "data" / notebook.stem  # each figure's CSV (ig_ap.plots.show), copied next to the page
+    data = out_dir / "data" / notebook.stem  # each figure's CSV (Chapter.show), copied next to the page
     shutil.rmtree(data, ignore_errors=True)
     started = time.perf_counter()
     used = out_dir / "data" / f"{notebook.stem}.results"  # the results the chapter reads, for the book's export

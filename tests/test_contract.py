@@ -176,6 +176,10 @@ def test_the_book_builds_where_it_is_told(tmp_path):
 
 
 def test_one_name_per_meaning_and_the_gpu_profile_fills_a_pass():
+    from ig_ap import sweep
+    from ig_ap.attribution import SPEED_OPTIONS
+
+    assert set(sweep.SET_BY_SWEEP) <= set(SPEED_OPTIONS)  # one list of speed-only options
     for notebook in book.chapters():
         assert "batch_size" not in book.chapter_parameters(notebook), f"{notebook.stem}: rows per pass is internal_batch_size"
     gpu = book.PROFILES["gpu"]
@@ -337,3 +341,23 @@ def test_every_pass_of_patched_copies_respects_memory_mb(tiny_gpt2):
         assert _rows_per_pass(model, lambda: call(1e-6)) <= len(batch), name
         if name not in ("AtP", "patch_heads", "patched_direct_effects"):  # passes of prompts, or of one patch, either way
             assert _rows_per_pass(model, lambda: call(None)) > len(batch), f"{name} never batches copies"
+
+
+def test_every_module_is_on_a_floor_of_the_package_docstring_and_imports_nothing_above_it():
+    import re
+
+    floors, floor = {}, None
+    for line in ig_ap.__doc__.splitlines():
+        match = re.match(r"(\d)\. ", line)
+        floor = int(match.group(1)) if match else floor
+        for name in re.findall(r":mod:`ig_ap\.(\w+)`", line):
+            if floor is not None:
+                floors.setdefault(name, floor)
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert set(floors) == modules, f"modules not on a floor: {modules - set(floors)}; not modules: {set(floors) - modules}"
+    for name in sorted(modules):
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        used = {n.module.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("ig_ap.")}
+        used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "ig_ap" for a in n.names}
+        above = sorted(m for m in used & modules if floors[m] > floors[name])
+        assert not above, f"{name} (floor {floors[name]}) imports {above} from above"
