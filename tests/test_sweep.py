@@ -89,7 +89,7 @@ def test_sharded_sweep_merges_to_the_unsharded_kernels(tmp_path, tiny_gpt2):
     expected = sum(int((~results.load(r.path(tmp_path), r.key)[kind].isnan()).sum()) for r in plan.results
                    for kind in ("heads", "neurons") if getattr(results.load(r.path(tmp_path), r.key), kind) is not None)
     assert len(table) == expected
-    assert list(table.columns) == list(results.EXPORT_COLUMNS)
+    assert list(table.columns) == list(export.EXPORT_COLUMNS)
     row = table[(table.method == "ap") & (table.direction == "noising") & (table.kind == "heads")].iloc[7]
     assert row.score == pytest.approx(found.heads[row.prompt, row.layer, row.component].item())
 
