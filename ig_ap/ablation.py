@@ -20,13 +20,14 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ig_ap.analysis import Interval, Patched, bootstrap, ratio_of_means, top_components
+from ig_ap.analysis import Interval, Patched, jackknife_interval, ratio_of_means, top_components
 from ig_ap.attribution import base_and_source, hook_name, prepare
 from ig_ap.replay import Trace, run_from, trace
 
 
 NORMALIZE = ("prompt", "batch", "none")
-"""How :func:`patch_sets` and the functions on it return the metric: per prompt, as shares of the batch's mean gap, or raw."""
+"""How :func:`patch_sets` and the functions on it return the metric: per prompt, as shares of the batch's mean gap (the
+default: the ratio of means, the book's one rule), or raw."""
 
 
 def patch_sets(
@@ -37,7 +38,7 @@ def patch_sets(
     value: str = "other",
     metric=None,
     device: str | None = None,
-    normalize: str = "prompt",
+    normalize: str = "batch",
     memory_mb: float | None = None,
 ) -> Float[Tensor, "set prompt"] | Patched:
     """The normalised metric after patching each set of components together, as many sets per pass as fit ``memory_mb``.
@@ -53,7 +54,7 @@ def patch_sets(
     share of the batch's mean gap, which stays finite where a prompt's own gap is near 0.
     ``normalize="none"``: the metrics themselves, as a :class:`~ig_ap.analysis.Patched`
     ``[set, prompt]`` with the clean and corrupted runs' metrics, whose ``share()`` and
-    ``interval()`` are the book's ratios of means with bootstrap intervals over prompts.
+    ``interval()`` are the book's ratios of means with their intervals over prompts.
     """
     if normalize not in NORMALIZE:
         raise ValueError(f"normalize must be one of {', '.join(map(repr, NORMALIZE))}, got {normalize!r}")
@@ -115,7 +116,7 @@ def faithfulness(
     ablation: str = "corrupted",
     metric=None,
     device: str | None = None,
-    normalize: str = "prompt",
+    normalize: str = "batch",
     memory_mb: float | None = None,
 ) -> Float[Tensor, "set prompt"] | Patched:
     """The normalised metric kept when every component *outside* each set is ablated in the clean run.
@@ -142,7 +143,7 @@ def faithfulness_curve(
     kind: str,
     sizes: Sequence[int],
     ablation: str = "corrupted",
-    normalize: str = "prompt",
+    normalize: str = "batch",
     memory_mb: float | None = None,
 ) -> Float[Tensor, "size prompt"] | Patched:
     """Faithfulness of the top-``k`` components of ``kind`` by mean |score|, for each ``k`` in ``sizes``."""
@@ -169,18 +170,18 @@ class Interaction:
 
     def intervals(self, n_resamples: int = 1000, seed: int = 0) -> dict[str, Interval]:
         """The joint effect, the singles' sum and |joint| − |sum|, each as a share of the gap by the ratio of means
-        (mean effect over mean gap), with bootstrap intervals over prompts. Needs ``gap`` (``normalize="none"``)."""
+        (mean effect over mean gap), with 95% intervals over prompts (the excess by the jackknife-t). Needs ``gap`` (``normalize="none"``)."""
         if self.gap is None:
             raise ValueError("intervals need the gap: make the Interaction with normalize='none'")
         values = torch.stack([self.joint, self.sum_of_singles, self.gap], 1)
         excess = lambda v: (v[..., 0].mean(-1).abs() - v[..., 1].mean(-1).abs()) / v[..., 2].mean(-1)  # noqa: E731
         return {"joint patch": ratio_of_means(self.joint, self.gap, n_resamples, seed),
                 "sum of single patches": ratio_of_means(self.sum_of_singles, self.gap, n_resamples, seed),
-                "|joint| − |sum|": bootstrap(values, excess, n_resamples, seed)}
+                "|joint| − |sum|": jackknife_interval(values, excess)}
 
 
 def interaction(
-    model, batch, candidates: Bool[Tensor, "layer component"], kind: str, direction: str, normalize: str = "prompt",
+    model, batch, candidates: Bool[Tensor, "layer component"], kind: str, direction: str, normalize: str = "batch",
     memory_mb: float | None = None,
 ) -> Interaction:
     """Patch the candidate components together and one at a time; compare the effects.

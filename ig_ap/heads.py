@@ -9,7 +9,7 @@ Every patch is in the denoising frame: the base run is the corrupted prompt and 
 heads take values derived from the clean one. A patch gives the metric per prompt
 (:class:`~ig_ap.analysis.Patched`); its effect is stated as a **share of the
 clean−corrupted gap, a ratio of means**: (mean metric − mean metric(corrupted)) / (mean
-metric(clean) − mean metric(corrupted)), with a bootstrap interval over prompts
+metric(clean) − mean metric(corrupted)), with a 95% interval over prompts (:func:`ig_ap.analysis.ratio_of_means`)
 (:func:`ig_ap.analysis.ratio_of_means`). That is the one rule of this module and of the book.
 
 - :func:`patch_heads`: a set patched in one of :data:`MODES`:
@@ -272,7 +272,7 @@ class SetEffects:
     gap: Float[Tensor, "prompt"]  # metric(clean) − metric(corrupted)
 
     def share(self, way: str, n_resamples: int = 1000, seed: int = 0) -> Interval:
-        """The effect of ``way`` as a share of the gap, with its 95% bootstrap interval."""
+        """The effect of ``way`` as a share of the gap, with its 95% interval (:func:`~ig_ap.analysis.ratio_of_means`)."""
         return ratio_of_means(self.effects[WAYS.index(way)], self.gap, n_resamples, seed)
 
     def fraction(self, way: str, n_resamples: int = 1000, seed: int = 0) -> Interval:

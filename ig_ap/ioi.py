@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ig_ap.analysis import Interval, Patched, bootstrap
+from ig_ap.analysis import Interval, Patched, mean_interval
 from ig_ap.attribution import AttributionError
 from ig_ap.heads import (Head, at_last, check_heads, clean_and_corrupted_runs, direct_logit_attribution, direct_patch,
                          frozen_names, parse_heads, project, ranked_heads, readout, result_hook, run_patches)
@@ -73,7 +73,7 @@ class BackupResponse:
     ``rise[p, l, h]``: head (l, h)'s direct logit attribution in the ablated clean run minus
     in the clean run (both in their own run's final-norm scale); ``lost[p]``: the direct
     effect the name movers lost. A head is a backup name mover when its mean rise is at
-    least ``min_share`` of the mean loss and its 95% bootstrap interval lies above 0
+    least ``min_share`` of the mean loss and its 95% interval lies above 0
     (with fewer than 3 prompts there is no interval and the mean alone decides).
     """
 
@@ -91,7 +91,7 @@ class BackupResponse:
         return BackupResponse(self.movers, self.rise[prompts], self.lost[prompts], self.min_share)
 
     def interval(self, head: Head, n_resamples: int = 1000, seed: int = 0) -> Interval:
-        return bootstrap(self.rise[:, head[0], head[1]], n_resamples=n_resamples, seed=seed)
+        return mean_interval(self.rise[:, head[0], head[1]])
 
     def ranked(self) -> list[Head]:
         """Every head but the ablated movers, largest mean rise first."""
@@ -118,7 +118,7 @@ def backup_rule(min_share: float) -> str:
     """The rule :class:`BackupResponse` applies, in words."""
     return (f"backup name movers are the heads whose direct effect on the logit difference rises, when the name movers "
             f"are mean-ablated at the last token, by at least {min_share:.0%} of the direct effect the name movers lose, "
-            "with a 95% bootstrap interval above 0")
+            "with a 95% interval above 0")
 
 
 def backup_response(model, batch: Batch, movers: Sequence[Head], min_share: float = 0.05,
@@ -162,13 +162,13 @@ def mover_roles(attention: Float[Tensor, "prompt head target"], writes: Float[Te
     """What each head does at the last token, from :func:`attention_readout` and :func:`token_direct_effects`.
 
     ``"copies IO"``: it attends more to IO than to S and raises the IO logit; ``"pushes S
-    down"``: it attends more to S and lowers the S logit; each with 95% bootstrap intervals
+    down"``: it attends more to S and lowers the S logit; each with 95% intervals
     over prompts that exclude 0 (else ``"neither pattern is established"``).
     """
     roles = []
     for h in range(attention.shape[1]):
-        looks = bootstrap(attention[:, h, 0] - attention[:, h, 1], n_resamples=n_resamples, seed=seed)
-        io, s = (bootstrap(writes[:, h, k], n_resamples=n_resamples, seed=seed) for k in (0, 1))
+        looks = mean_interval(attention[:, h, 0] - attention[:, h, 1])
+        io, s = (mean_interval(writes[:, h, k]) for k in (0, 1))
         roles.append(ROLES[0] if looks.low > 0 and io.low > 0 else ROLES[1] if looks.high < 0 and s.high < 0 else ROLES[2])
     return roles
 
@@ -195,8 +195,8 @@ class CopySuppression:
 
 
     def checks(self, n_resamples: int = 1000, seed: int = 0) -> dict[str, Interval]:
-        """Every measurement as a mean over prompts with its 95% bootstrap interval, named for a table."""
-        mean = lambda x: bootstrap(x, n_resamples=n_resamples, seed=seed)  # noqa: E731
+        """Every measurement as a mean over prompts with its 95% interval, named for a table."""
+        mean = mean_interval
         return {
             "sender's direct effect on the IO logit (clean run)": mean(self.sender_logit[:, 0]),
             "sender's direct effect on the S logit (clean run)": mean(self.sender_logit[:, 1]),
@@ -286,7 +286,7 @@ def ranked_senders(paths: Patched, senders: Sequence[Head], input: int = 0, rece
 def top_senders(paths: Patched, senders: Sequence[Head], k: int, input: int = 0, receiver: int = 0,
                 min_share: float = 0.02) -> list[Head]:
     """At most ``k`` senders with the largest share in ``paths`` (from :func:`ig_ap.heads.path_patching`) for one input
-    and receiver column, among those whose share is at least ``min_share`` of the gap and whose 95% bootstrap interval
+    and receiver column, among those whose share is at least ``min_share`` of the gap and whose 95% interval
     lies above 0 (with fewer than 3 prompts there is no interval, and the share alone decides)."""
     share = paths.share()[input, :, receiver]
     out = []
