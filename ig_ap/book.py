@@ -404,7 +404,25 @@ def stage(root: Path, executed: list[Path], src: Path) -> Path:
     if (root / "_static").is_dir():
         shutil.copytree(root / "_static", src / "_static", dirs_exist_ok=True)
     shutil.copy2(plotly_js_path(), src / "_static" / "plotly.min.js")
+    write_coverage_table(src / "book" / "data" / COVERAGE_TABLE)
     return src
+
+
+COVERAGE_TABLE = "coverage.csv"
+"""The methods page's table of measured interval coverage (:func:`ig_ap.analysis.coverage_table`), written at build time."""
+
+
+def write_coverage_table(path: Path, n_trials: int = 1000) -> Path:
+    """The coverage simulation of the book's interval methods as the CSV the methods page shows (percentages)."""
+    from ig_ap.analysis import coverage_table
+
+    table = coverage_table(n_trials=n_trials)
+    sizes = [c for c in table.columns if c.startswith("n = ")]
+    table[sizes] = (100 * table[sizes]).round(1)
+    table = table.rename(columns={c: f"{c} (%)" for c in sizes})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return path
 
 
 def build(
