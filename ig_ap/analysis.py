@@ -456,7 +456,9 @@ def restrict(scores: Float[Tensor, "prompt layer component"], mask: Bool[Tensor,
 
 
 def solved_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "prompt"], min_share: float = 0.1) -> Bool[Tensor, "prompt"]:
-    """Prompts the model solves: metric(clean) − metric(corrupted) is positive and at least ``min_share`` of the median positive gap.
+    """Prompts the model solves: the clean metric is right (positive: the answer beats the distractor, or the years
+    above the threshold get more mass) and metric(clean) − metric(corrupted) is positive and at least ``min_share`` of
+    the median positive gap.
 
     A prompt the model fails (gap near zero or negative) has no effect to attribute, and
     its normalised scores divide by almost nothing: it is dropped from the statistics, and
@@ -467,7 +469,7 @@ def solved_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "pro
     positive = gap[gap > 0]
     if not len(positive):
         return torch.zeros_like(gap, dtype=torch.bool)
-    return (gap > 0) & (gap >= min_share * positive.median())
+    return (clean > 0) & (gap > 0) & (gap >= min_share * positive.median())
 
 
 def kept_prompts(clean: Float[Tensor, "prompt"], corrupted: Float[Tensor, "prompt"], min_share: float = 0.1) -> tuple[Bool[Tensor, "prompt"], str]:

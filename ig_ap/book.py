@@ -198,7 +198,7 @@ class Chapter:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """The bootstrap's resamples and seed, from the ``n_resamples`` and ``seed`` parameters."""
+        """The resamples and seed of the statistics that resample (top-k overlaps), from the ``n_resamples`` and ``seed`` parameters."""
         return {"n_resamples": self.parameters.get("n_resamples", 1000), "seed": self.parameters.get("seed", 0)}
 
     def compute(self, dataset, kernel: str, direction: str = "denoising", **options) -> Attribution:

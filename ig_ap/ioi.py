@@ -41,20 +41,6 @@ PUBLISHED_IOI_HEADS: dict[str, list[Head]] = {
 }
 """The IOI head classes of GPT-2 small (Wang et al. 2023), as (layer, head)."""
 
-PUBLISHED_GPT2_SMALL: dict[str, dict[str, float | None]] = {
-    "IOI": {"heads, aligned": 0.8, "heads, zero baseline": 0.0},
-    "Greater-Than": {"heads, aligned": 0.99, "heads, zero baseline": 0.0},
-    "Gender-Bias": {"heads, aligned": 0.99, "heads, zero baseline": 0.0},
-    "Capital-Country": {"heads, aligned": None, "heads, zero baseline": None},
-}
-"""Published mean per-prompt |Pearson r| between IG and AP on GPT-2 small (about; None: not published).
-
-With aligned baselines about 0.8 for IOI heads and 0.99 for Greater-Than and Gender-Bias;
-with a zero baseline about 0. These are figures for *another model* (GPT-2 small, 100
-prompts); the book shows them next to its own, labelled as such.
-"""
-
-
 def is_gpt2_small(model) -> bool:
     """True for GPT-2 small (12 layers × 12 heads, d_model 768, the ``gpt2`` checkpoint)."""
     info = model_info(model)

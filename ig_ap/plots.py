@@ -289,7 +289,7 @@ def method_scatter(a, b, names: tuple[str, str], kind: str, title: str) -> go.Fi
 
 def _with_error(v) -> tuple[float, float | None, float | None]:
     """(value, error above, error below) of a number, a ``(mean, sd)`` pair, an
-    :class:`~ig_ap.analysis.Interval` (its bootstrap interval) or a
+    :class:`~ig_ap.analysis.Interval` (its interval; none drawn where it has none or is unbounded) or a
     :class:`~ig_ap.analysis.CorrelationSummary` (the Fisher-z mean of r and its interval when
     it has one, else mean |r| ± sd)."""
     if isinstance(v, CorrelationSummary):
@@ -315,7 +315,7 @@ def correlation_bars(summaries: dict[str, dict[str, object]], title: str) -> go.
 
     ``summaries[task][kind]`` is an :class:`ig_ap.analysis.CorrelationSummary`: with
     intervals, the bar is the mean r through Fisher's z and the error bar its 95%
-    bootstrap interval over prompts; without, mean |r| ± sd.
+    interval over prompts; without, mean |r| ± sd.
     """
     fig = go.Figure()
     tasks = list(summaries)
@@ -339,7 +339,7 @@ def faithfulness_curves(sizes, curves: dict[str, object], title: str, kind: str 
     """Faithfulness against the number of components kept, one line per method.
 
     A curve is a list of :class:`~ig_ap.analysis.Interval` (one per size: the mean over
-    prompts and its bootstrap interval), or a ``[size, prompt]`` tensor (mean ± sd).
+    prompts and its interval), or a ``[size, prompt]`` tensor (mean ± sd).
     """
     fig = go.Figure()
     for method, values in curves.items():

@@ -351,6 +351,8 @@ def test_precision_recall_curve_and_solved_prompts():
     kept = solved_prompts(torch.tensor([2.0, 0.1, -1.0, 4.0]), torch.zeros(4), min_share=0.1)
     assert kept.tolist() == [True, False, False, True]  # 0.1 is below a tenth of the median positive gap (2)
     assert not solved_prompts(torch.tensor([-1.0]), torch.zeros(1)).any()
+    # a large gap is not enough: the model must be right on the clean prompt (Capital-Country had clean −3.45)
+    assert solved_prompts(torch.tensor([-3.45, 2.0]), torch.tensor([-9.0, 0.0])).tolist() == [False, True]
 
 
 def test_path_accumulation_reads_the_profile_of_the_top_components():
