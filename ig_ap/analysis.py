@@ -125,6 +125,31 @@ class Interval:
         return self.format()
 
 
+def paired_difference(a: Float[Tensor, "prompt"], b: Float[Tensor, "prompt"], level: float = 0.95) -> Interval:
+    """The mean of a − b over the prompts where both are defined, with its t interval: how two methods or baselines
+    measured on the same prompts compare (not whether their two intervals overlap, which wastes the pairing)."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    return mean_interval(a - b, level)
+
+
+def paired_verdict(difference: Interval) -> str:
+    """``"higher"`` when the paired difference's interval lies above 0, ``"lower"`` below, else ``"undecided"``."""
+    if math.isnan(difference.low):
+        return "undecided"
+    return "higher" if difference.low > 0 else "lower" if difference.high < 0 else "undecided"
+
+
+def standing_out(intervals: dict[str, Interval]) -> tuple[str | None, str | None]:
+    """(the key whose interval lies wholly above every other's, the key whose interval lies wholly below every other's);
+    None where no key does: a ranking the intervals cannot carry is not stated."""
+    def beats(x: Interval, y: Interval) -> bool:
+        return compare_intervals(x, y) == "higher"
+
+    top = [k for k, v in intervals.items() if all(beats(v, w) for j, w in intervals.items() if j != k)]
+    bottom = [k for k, v in intervals.items() if all(beats(w, v) for j, w in intervals.items() if j != k)]
+    return (top[0] if top else None), (bottom[0] if bottom else None)
+
+
 def compare_intervals(a: Interval, b: Interval) -> str:
     """``"higher"`` when ``a``'s interval lies wholly above ``b``'s, ``"lower"`` when wholly below, else
     ``"undecided"`` (the intervals overlap, or one has no interval)."""

@@ -434,3 +434,23 @@ def test_asymmetry_interval_is_the_mean_asymmetry_of_the_components_picked():
     got = asymmetry_interval(den, noi, picked, n_resamples=200)
     assert got.value == pytest.approx(component_asymmetry(den, noi)[picked].mean().item())
     assert got.low <= got.value <= got.high and got.n == 6
+
+
+def test_paired_differences_decide_what_overlapping_intervals_cannot():
+    from scipy import stats
+
+    from ig_ap.analysis import mean_interval, paired_difference, paired_verdict, standing_out
+
+    base = torch.tensor([0.2, 0.9, 0.4, 0.7, 0.5, 0.3])
+    better = base + torch.tensor([0.05, 0.07, 0.06, 0.05, 0.08, 0.06])  # always a little higher
+    # the two intervals overlap, yet every prompt says the same: the paired difference decides it
+    assert mean_interval(better).low < mean_interval(base).high
+    diff = paired_difference(better, base)
+    low, high = stats.t.interval(0.95, 5, loc=float((better - base).mean()), scale=stats.sem((better - base).numpy()))
+    assert (diff.low, diff.high) == (pytest.approx(low), pytest.approx(high)) and paired_verdict(diff) == "higher"
+    assert paired_verdict(paired_difference(base, better)) == "lower"
+    noisy = base + torch.tensor([0.3, -0.3, 0.2, -0.2, 0.1, -0.1])
+    assert paired_verdict(paired_difference(noisy, base)) == "undecided"
+    intervals = {"a": mean_interval(torch.tensor([0.9, 0.95, 0.92])), "b": mean_interval(torch.tensor([0.1, 0.5, 0.3])),
+                 "c": mean_interval(torch.tensor([0.2, 0.3, 0.25]))}
+    assert standing_out(intervals) == ("a", None)  # a is above both; b and c overlap, so neither is the lowest
