@@ -263,13 +263,10 @@ def bootstrap(
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
     _check_level(level)
-    values = _rows(values)
+    values, value, too_few = _point(values, statistic, level)
+    if too_few is not None:
+        return too_few
     n = len(values)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, level)
-    value = float(statistic(values[None])[0])
-    if n < MIN_PROMPTS_FOR_INTERVAL:
-        return Interval(value, math.nan, math.nan, n, level)
     generator = torch.Generator().manual_seed(seed)
     index = torch.randint(n, (n_resamples, n), generator=generator)
     per_resample = max(1, values[0].numel() * n * 8)  # bytes of one resample's values
@@ -281,6 +278,17 @@ def bootstrap(
     alpha = _expanded_alpha(level, n)
     low, high = torch.nanquantile(resampled, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
     return Interval(value, low, high, n, level, "expanded percentile bootstrap", failed)
+
+
+def _point(values, statistic, level: float) -> tuple[Tensor, float, Interval | None]:
+    """(the rows without NaN, the statistic on them, an Interval with no bounds when there are too few rows, else None)."""
+    values = _rows(values)
+    if len(values) == 0:
+        return values, math.nan, Interval(math.nan, math.nan, math.nan, 0, level)
+    value = float(statistic(values[None])[0])
+    if len(values) < MIN_PROMPTS_FOR_INTERVAL:
+        return values, value, Interval(value, math.nan, math.nan, len(values), level)
+    return values, value, None
 
 
 def jackknife_interval(values: Float[Tensor, "prompt ..."], statistic, level: float = 0.95) -> Interval:
@@ -295,13 +303,10 @@ def jackknife_interval(values: Float[Tensor, "prompt ..."], statistic, level: fl
     :func:`bootstrap` there.
     """
     _check_level(level)
-    values = _rows(values)
+    values, value, too_few = _point(values, statistic, level)
+    if too_few is not None:
+        return too_few
     n = len(values)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, level)
-    value = float(statistic(values[None])[0])
-    if n < MIN_PROMPTS_FOR_INTERVAL:
-        return Interval(value, math.nan, math.nan, n, level)
     left_out = statistic(values[torch.tensor([[j for j in range(n) if j != i] for i in range(n)])]).double()
     failed = int(left_out.isnan().sum())
     if failed:
