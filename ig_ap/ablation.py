@@ -146,8 +146,14 @@ def faithfulness_curve(
     normalize: str = "batch",
     memory_mb: float | None = None,
 ) -> Float[Tensor, "size prompt"] | Patched:
-    """Faithfulness of the top-``k`` components of ``kind`` by mean |score|, for each ``k`` in ``sizes``."""
-    sets = [{kind: top_components(scores, k=k)} for k in sizes]
+    """Faithfulness of the top-``k`` components of ``kind`` by mean *signed* score, for each ``k`` in ``sizes``.
+
+    Signed: the components kept first are those that move the metric most towards the
+    clean run's. Ranking by |score| would keep a component that works against the answer
+    as early as one that carries it, and the curve would dip for it (chapter 2's IOI curve
+    at k = 10 did).
+    """
+    sets = [{kind: top_components(scores, k=k, signed=True)} for k in sizes]
     return faithfulness(model, batch, sets, ablation=ablation, normalize=normalize, memory_mb=memory_mb)
 
 

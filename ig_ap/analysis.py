@@ -428,11 +428,14 @@ def top_components(
     scores: Float[Tensor, "prompt layer component"],
     k: int | None = None,
     quantile: float | None = None,
+    signed: bool = False,
 ) -> Bool[Tensor, "layer component"]:
-    """The components with the largest mean |score| over prompts: the top ``k``, or those above ``quantile``."""
+    """The components with the largest mean |score| over prompts (``signed``: the largest mean score, those that push
+    the metric towards the clean run's): the top ``k``, or those above ``quantile``. Never-computed (NaN) components
+    are never picked."""
     if (k is None) == (quantile is None):
         raise ValueError("give exactly one of k and quantile")
-    magnitude = scores.abs().mean(dim=0)
+    magnitude = scores.mean(dim=0) if signed else scores.abs().mean(dim=0)
     valid = ~magnitude.isnan()
     chosen = torch.zeros_like(valid)
     values = magnitude[valid]

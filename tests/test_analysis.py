@@ -454,3 +454,10 @@ def test_paired_differences_decide_what_overlapping_intervals_cannot():
     intervals = {"a": mean_interval(torch.tensor([0.9, 0.95, 0.92])), "b": mean_interval(torch.tensor([0.1, 0.5, 0.3])),
                  "c": mean_interval(torch.tensor([0.2, 0.3, 0.25]))}
     assert standing_out(intervals) == ("a", None)  # a is above both; b and c overlap, so neither is the lowest
+
+
+def test_signed_top_components_keep_what_pushes_towards_the_answer_first():
+    scores = torch.tensor([[[0.9, -1.5, 0.2, float("nan")]], [[1.1, -1.3, 0.4, float("nan")]]])
+    assert top_components(scores, k=2).tolist() == [[True, True, False, False]]  # by |score|: the negative one too
+    assert top_components(scores, k=2, signed=True).tolist() == [[True, False, True, False]]
+    assert top_components(scores, k=4, signed=True).tolist() == [[True, True, True, False]]  # NaN never picked
