@@ -730,7 +730,8 @@ class Split:
     seed: int
 
     def __str__(self) -> str:
-        return (f"components selected on {len(self.select)} prompts and tested on the other {len(self.test)} "
+        plural = lambda k: f"{k} prompt" + ("" if k == 1 else "s")  # noqa: E731
+        return (f"components selected on {plural(len(self.select))} and tested on the other {len(self.test)} "
                 f"(a seeded split, seed {self.seed})")
 
 
