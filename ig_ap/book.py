@@ -423,6 +423,7 @@ def write_coverage_table(path: Path, n_trials: int = 1000) -> Path:
     sizes = [c for c in table.columns if c.startswith("n = ")]
     table[sizes] = (100 * table[sizes]).round(1)
     table = table.rename(columns={c: f"{c} (%)" for c in sizes})
+    table["Monte Carlo s.e. (points)"] = round(100 * table.attrs["monte_carlo_se"], 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return path
