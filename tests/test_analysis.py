@@ -433,7 +433,15 @@ def test_asymmetry_interval_is_the_mean_asymmetry_of_the_components_picked():
     picked = torch.tensor([[True, False, True], [False, False, True]])
     got = asymmetry_interval(den, noi, picked, n_resamples=200)
     assert got.value == pytest.approx(component_asymmetry(den, noi)[picked].mean().item())
-    assert got.low <= got.value <= got.high and got.n == 6
+    # its interval by hand: the jackknife over prompts, with numpy, and t(5)
+    from scipy import stats
+
+    d, n = den.numpy()[:, picked.numpy()], noi.numpy()[:, picked.numpy()]
+    own = lambda a, b: ((a + b) * (a - b) / (abs(a) + abs(b)) ** 2).mean()  # noqa: E731
+    leave = np.array([own(np.delete(d, i, 0).mean(0), np.delete(n, i, 0).mean(0)) for i in range(6)])
+    se = math.sqrt(5 / 6 * ((leave - leave.mean()) ** 2).sum())
+    assert got.low == pytest.approx(got.value - stats.t.ppf(0.975, 5) * se, rel=1e-5)
+    assert got.high == pytest.approx(got.value + stats.t.ppf(0.975, 5) * se, rel=1e-5) and got.n == 6
 
 
 def test_paired_differences_decide_what_overlapping_intervals_cannot():
