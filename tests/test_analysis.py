@@ -128,7 +128,8 @@ def test_interaction_of_candidates(tiny_gpt2):
     torch.testing.assert_close(pair.joint, joint, rtol=0, atol=1e-5)
     expected = ap.heads[:, 1, 0] + ap.heads[:, 0, 3]  # signed: heads that work against the answer subtract
     torch.testing.assert_close(pair.sum_of_singles, expected.to(pair.joint.dtype), rtol=0, atol=1e-4)
-    assert (pair.excess != 0).any()
+    # |joint| − |sum of singles| from the two independent references: patch_sets for the joint, AP for the singles
+    torch.testing.assert_close(pair.excess, joint.abs() - expected.abs().to(joint.dtype), rtol=0, atol=1e-4)
     # As a share of the batch's mean gap: one column, the batch-mean AP over the mean gap.
     raw = activation_patching(tiny_gpt2, batch, direction="denoising", components="heads", progress=False)
     batch_single = interaction(tiny_gpt2, batch, one, "heads", "denoising", normalize="batch")
