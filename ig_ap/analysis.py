@@ -227,7 +227,12 @@ def ratio_of_means(
     disc = qb * qb - qa * qc
     if qa <= 0 or disc < 0:  # the denominator is not distinguishable from 0: no bounded interval
         return Interval(value, -math.inf, math.inf, n, level, "unbounded (Fieller)")
-    return jackknife_interval(pairs, lambda v: v[..., 0].mean(-1) / v[..., 1].mean(-1), level)
+    return jackknife_interval(pairs, _ratio_of_pair_means, level)
+
+
+def _ratio_of_pair_means(pairs: Float[Tensor, "*k prompt 2"]) -> Float[Tensor, "*k"]:
+    """mean of the first column over mean of the second, over prompts."""
+    return pairs[..., 0].mean(-1) / pairs[..., 1].mean(-1)
 
 
 RESAMPLE_BYTES = 2**28
@@ -775,8 +780,7 @@ def held_out_asymmetry(
 def _coverage_cases(rng: np.random.Generator):
     """(statistic, data, truth, draw(n) -> values, the package's interval(values) -> (low, high), the statistic)."""
     mean = lambda v: v.mean(dim=1)  # noqa: E731
-    ratio = lambda v: v[..., 0].mean(-1) / v[..., 1].mean(-1)  # noqa: E731
-    fisher = lambda v: torch.tanh(torch.atanh(v.clamp(-1 + 1e-7, 1 - 1e-7)).mean(-1))  # noqa: E731
+    ratio, fisher = _ratio_of_pair_means, fisher_mean
     bounds = lambda i: (i.low, i.high)  # noqa: E731
     z0 = math.atanh(0.7)
     for data, noise in (("normal", lambda size: rng.standard_normal(size)),
