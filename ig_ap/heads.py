@@ -172,6 +172,9 @@ def clean_and_corrupted_runs(model, batch: Batch, names: Sequence[str]) -> Runs:
         return Runs(clean, corrupted, batch.metric(clean.final, batch), batch.metric(corrupted.final, batch))
 
 
+FINAL_SCALE = "ln_final.hook_scale"
+"""The final norm's scale, read by direct logit attribution; run after the blocks, so recording it needs every position."""
+
 Patch = dict[str, dict[int | None, Tensor]]
 """What one patched run writes: hook name → head index (``None``: the whole activation, written first) → value ``[prompt, pos, ...]``."""
 
@@ -198,9 +201,9 @@ def run_patches(model, batch: Batch, base: Trace, patches: Sequence[Patch], reco
         hooks = [(name, functools.partial(_write_patches, name=name, chunk=chunk, n=n, store=store if name in records else None))
                  for name in names]
         with torch.no_grad():
-            if record:  # activations at every position: the full logits, read at the last token
+            if FINAL_SCALE in record:  # the final norm at every position: unembed them all, read the last token
                 final = final_logits(run_from(model, base, 0, k, hooks), batch.last.repeat(k))
-            else:
+            else:  # the blocks' activations are recorded at every position either way
                 final = run_from(model, base, 0, k, hooks, last=batch.last)
             metrics.append(batch.metric(final.view(k, n, -1), batch).cpu())
         for name in record:
