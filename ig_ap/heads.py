@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ig_ap.analysis import Interval, Patched, ratio_of_means
@@ -78,6 +78,15 @@ def z_hook(layer: int) -> str:
 def head_name(head: Head) -> str:
     """``(9, 6)`` as ``"L9H6"``, the book's way of writing a head."""
     return f"L{head[0]}H{head[1]}"
+
+
+def head_mask(model, heads: Sequence[Head]) -> Bool[Tensor, "layer head"]:
+    """The ``[layer, head]`` mask of ``heads`` (the form :func:`ig_ap.ablation.faithfulness` keeps)."""
+    info = model_info(model)
+    mask = torch.zeros(info.n_layers, info.n_heads, dtype=torch.bool)
+    for layer, head in check_heads(model, heads):
+        mask[layer, head] = True
+    return mask
 
 
 def check_heads(model, heads: Sequence[Head], what: str = "heads") -> list[Head]:

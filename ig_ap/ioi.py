@@ -315,6 +315,13 @@ def head_sets(model, batch: Batch, backup_min_share: float = 0.05, **given: str)
     return sets, rule
 
 
+def strongest_edge(paths: Patched) -> tuple[int, int, int]:
+    """The (input, sender, receiver) index of the edge of ``paths`` (from :func:`ig_ap.heads.path_patching`) with the
+    largest |share| of the gap."""
+    share = paths.share()
+    return tuple(int(x) for x in torch.unravel_index(share.abs().argmax(), share.shape))
+
+
 def negative_edges(paths: Patched, senders: Sequence[Head], receivers: Sequence[Head], input: int = 0) -> list[tuple[Head, Head]]:
     """The sender → receiver edges of ``paths`` (from :func:`ig_ap.heads.path_patching`, one column per receiver) whose
     share through ``input`` is negative, most negative first."""
