@@ -358,6 +358,14 @@ class Patched:
         """The share of the patch at ``index`` with its 95% bootstrap interval over prompts."""
         return ratio_of_means(self.effect()[index], self.gap, n_resamples, seed)
 
+    def difference(self, other: "Patched", *index: int, n_resamples: int = 1000, seed: int = 0) -> Interval:
+        """How much more of the gap the patch at ``index`` recovers here than in ``other``, on the same prompts: the mean
+        of the paired differences of the metric over the mean gap, with its interval (:func:`ratio_of_means`). Two
+        methods compared on the same prompts are compared this way, not by whether their intervals overlap."""
+        if self.gap.shape != other.gap.shape or not torch.allclose(self.gap, other.gap, rtol=1e-4, atol=1e-5):
+            raise ValueError("difference compares two results on the same prompts (their clean−corrupted gaps differ)")
+        return ratio_of_means(self.metric[index] - other.metric[index], self.gap, n_resamples, seed)
+
     def select(self, prompts: Tensor) -> "Patched":
         """Only the prompts ``prompts`` picks (a boolean mask or indices), e.g. those the model solves."""
         return Patched(self.metric[..., prompts], self.clean[prompts], self.corrupted[prompts])
@@ -462,6 +470,82 @@ def jaccard(a: Bool[Tensor, "..."], b: Bool[Tensor, "..."]) -> float:
     """|a ∩ b| / |a ∪ b| (1 for two empty sets)."""
     union = int((a | b).sum())
     return int((a & b).sum()) / union if union else 1.0
+
+
+STABLE_JACCARD = 0.8
+"""Méloux et al. (2025)'s bar for a stable circuit: the mean Jaccard index of the circuits found on bootstrap resamples
+of the prompts, over at least 100 resamples."""
+
+
+@dataclass(frozen=True)
+class Stability:
+    """How stable a top-k set is under resampling of the prompts: the Jaccard index of the top-``k`` sets found on two
+    independent bootstrap resamples, for each of ``len(jaccard)`` pairs."""
+
+    jaccard: Float[Tensor, "pair"]
+    k: int
+    n: int
+
+    @property
+    def value(self) -> float:
+        """The mean Jaccard index over the pairs of resamples."""
+        return float(self.jaccard.mean()) if len(self.jaccard) else math.nan
+
+    @property
+    def stable(self) -> bool:
+        """Whether the mean reaches :data:`STABLE_JACCARD` (Méloux et al. 2025's bar)."""
+        return self.value >= STABLE_JACCARD
+
+    def spread(self, level: float = 0.95) -> Interval:
+        """The mean with the middle ``level`` of the pairs' Jaccard indices (their spread, not a confidence interval of
+        the mean); no spread below :data:`MIN_PROMPTS_FOR_INTERVAL` prompts."""
+        if self.n < MIN_PROMPTS_FOR_INTERVAL or not len(self.jaccard):
+            return Interval(self.value, math.nan, math.nan, self.n, level, "resample pairs")
+        low, high = torch.quantile(self.jaccard.double(), torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+        return Interval(self.value, float(low), float(high), self.n, level, "middle of the resample pairs")
+
+    def __str__(self) -> str:
+        spread = self.spread()
+        if math.isnan(spread.low):
+            return f"{spread.format()}"
+        return (f"{self.value:.2f} (middle 95% of {len(self.jaccard)} resample pairs: {spread.low:.2f} to {spread.high:.2f}; "
+                + ("stable" if self.stable else f"below {STABLE_JACCARD:g}") + ")")
+
+
+def top_k_stability(scores: Float[Tensor, "prompt layer component"], k: int, n_resamples: int = 200, seed: int = 0,
+                    signed: bool = False) -> Stability:
+    """The stability of the top-``k`` components (by mean |score|, or mean score when ``signed``) under bootstrap
+    resampling of the prompts (Méloux et al. 2025).
+
+    Draws ``2 × n_resamples`` bootstrap resamples of the prompts (seeded), finds the top-``k``
+    set on each as :func:`top_components` does (never-computed components never picked), and
+    returns the Jaccard index of the sets of each of the ``n_resamples`` independent pairs. A
+    set the prompts pin down gives Jaccard indices near 1; a set that changes with the draw of
+    prompts gives low ones. Prompts with nothing computed are left out. Memory is bounded by
+    drawing the resamples in chunks (:data:`RESAMPLE_BYTES`).
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    flat = scores.flatten(1).double()
+    flat = flat[~flat.isnan().all(dim=1)]
+    n = len(flat)
+    if n == 0:
+        return Stability(torch.empty(0), k, 0)
+    valid = ~flat.isnan().any(dim=0)
+    values = flat[:, valid].nan_to_num(0.0)
+    values = values if signed else values.abs()
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(n, (2 * n_resamples, n), generator=generator)
+    chunk = max(2, 2 * (RESAMPLE_BYTES // max(1, 16 * n * values.shape[1])))
+    chosen = []
+    for start in range(0, len(index), chunk):
+        means = values[index[start:start + chunk]].mean(dim=1)  # [resample, component]
+        top = means.topk(min(k, means.shape[1]), dim=1).indices
+        chosen.append(torch.zeros_like(means, dtype=torch.bool).scatter_(1, top, True))
+    chosen = torch.cat(chosen)
+    a, b = chosen[0::2], chosen[1::2]
+    both, either = (a & b).sum(-1).double(), (a | b).sum(-1).double()
+    return Stability(torch.where(either > 0, both / either.clamp_min(1), torch.ones_like(both)), k, n)
 
 
 def precision_recall(found: Bool[Tensor, "..."], reference: Bool[Tensor, "..."]) -> tuple[float, float]:

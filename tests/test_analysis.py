@@ -500,3 +500,46 @@ def test_held_out_testing_keeps_the_null_rejection_rate_near_5_percent_where_in_
     split = selection_split(8, seed=3)
     assert sorted(split.select.tolist() + split.test.tolist()) == list(range(8)) and len(split.select) == 4
     assert "tested on the other 4" in str(split)
+
+
+def test_top_k_stability_is_one_for_a_set_the_prompts_pin_down_and_matches_a_numpy_resampling():
+    from ig_ap.analysis import STABLE_JACCARD, top_k_stability
+
+    g = torch.Generator().manual_seed(0)
+    clear = torch.randn(8, 3, 5, generator=g) * 0.01
+    clear[:, 0, :2] += 5.0  # two components far above the rest on every prompt
+    pinned = top_k_stability(clear, k=2, n_resamples=150)
+    assert len(pinned.jaccard) == 150 and pinned.value == 1.0 and pinned.stable
+    noise = torch.randn(6, 4, 6, generator=g)  # no component stands out: the top set changes with the draw
+    unstable = top_k_stability(noise, k=3, n_resamples=300, seed=1)
+    assert unstable.value < STABLE_JACCARD and not unstable.stable
+    # the same resamples, done by hand in numpy: top-3 by mean |score| on each, Jaccard of consecutive pairs
+    index = torch.randint(6, (600, 6), generator=torch.Generator().manual_seed(1)).numpy()
+    x = noise.flatten(1).abs().numpy()
+    tops = [set(np.argsort(-x[i].mean(0))[:3]) for i in index]
+    expected = [len(a & b) / len(a | b) for a, b in zip(tops[0::2], tops[1::2])]
+    assert unstable.value == pytest.approx(float(np.mean(expected)))
+    spread = unstable.spread()
+    assert (spread.low, spread.high) == (pytest.approx(np.quantile(expected, 0.025)), pytest.approx(np.quantile(expected, 0.975)))
+    # never-computed components are never picked; too few prompts give no spread
+    with_nan = clear.clone()
+    with_nan[:, 0, 0] = float("nan")
+    assert top_k_stability(with_nan, k=1, n_resamples=50).value == 1.0  # only (0, 1) stands out among the computed
+    assert math.isnan(top_k_stability(clear[:2], k=2, n_resamples=20).spread().low)
+
+
+def test_paired_difference_of_two_patched_results_is_the_ratio_of_the_mean_difference_to_the_mean_gap():
+    from ig_ap.analysis import Patched
+
+    clean, corrupted = torch.tensor([2.0, 3.0, 2.5, 4.0]), torch.tensor([0.0, 0.5, 0.2, 1.0])
+    a = Patched(torch.tensor([[1.5, 2.0, 2.0, 3.5]]), clean, corrupted)
+    b = Patched(torch.tensor([[1.0, 1.8, 1.5, 3.0]]), clean, corrupted)
+    d = a.difference(b, 0)
+    diff, gap = np.array([0.5, 0.2, 0.5, 0.5]), (clean - corrupted).numpy()
+    assert d.value == pytest.approx(diff.mean() / gap.mean())
+    jack = np.array([np.delete(diff, i).mean() / np.delete(gap, i).mean() for i in range(4)])  # jackknife-t by hand
+    from scipy import stats
+    half = stats.t.ppf(0.975, 3) * math.sqrt(3 / 4 * ((jack - jack.mean()) ** 2).sum())
+    assert (d.low, d.high) == (pytest.approx(d.value - half), pytest.approx(d.value + half))
+    with pytest.raises(ValueError, match="same prompts"):
+        a.difference(Patched(b.metric, clean + 1.0, corrupted), 0)
