@@ -241,3 +241,72 @@ def asymmetries(net: GateNet, layer: str = "input", metric: str = "probability",
 
     s = scores(net, layer, metric, n_steps)
     return {m: component_asymmetry(s[f"{m} denoising"][None, None], s[f"{m} noising"][None, None])[0] for m in ("AP", "IG")}
+
+
+# --------------------------------------------------------------------------- an AND whose inputs sit in different layers
+
+CROSS_LAYER_UNITS = ("u (layer 1, reads input 1)", "v (layer 2, reads input 2)")
+
+
+class CrossLayerAnd(nn.Module):
+    """An AND gate whose two inputs are units of *different* layers, built by hand (no training).
+
+    The inputs ``x = (x1, x2)`` sit on a residual stream. Layer 1 writes ``u = ReLU(x1)``;
+    layer 2 writes ``v = ReLU(x2)``, reading the stream but not ``u`` (the two units are
+    parallel paths, as two heads of different layers that read different tokens). The
+    output is ``sigmoid(gain · (u + v − 1.5))``: on only when both are on.
+
+    :func:`cross_layer_scores` attributes ``u`` and ``v`` the way the language-model
+    kernels do (:func:`ig_ap.ig.integrated_gradients`): per layer, with every other layer
+    on the base run (``context="baseline"``), and, for comparison, with both layers
+    interpolated together (the path along which IG credits an AND's inputs alike).
+    """
+
+    def __init__(self, gain: float = 10.0):
+        super().__init__()
+        if not gain > 0:
+            raise ToyError(f"gain must be positive, got {gain!r}")
+        self.gain = gain
+
+    def units(self, x: Float[Tensor, "batch 2"]) -> Float[Tensor, "batch 2"]:
+        """``(u, v)``: layer 1's unit and layer 2's unit."""
+        return torch.relu(x)
+
+    def from_units(self, units: Float[Tensor, "batch 2"]) -> Float[Tensor, "batch"]:
+        """The output probability when the two units take ``units``."""
+        return torch.sigmoid(self.gain * (units.sum(-1) - 1.5))
+
+    def forward(self, x: Float[Tensor, "batch 2"]) -> Float[Tensor, "batch"]:
+        return self.from_units(self.units(x))
+
+
+def cross_layer_scores(net: CrossLayerAnd | None = None, n_steps: int = 50) -> dict[str, Float[Tensor, "unit"]]:
+    """AP, per-layer IG and IG of both layers together for the two units of :class:`CrossLayerAnd`, in both directions,
+    as shares of the clean−corrupted gap (clean: both inputs on; corrupted: both off).
+
+    Keys ``"AP denoising"``, ``"AP noising"``, ``"IG per layer denoising"``, … ``"IG both layers
+    noising"``. Per layer, a unit is the only component of its layer, so its IG with every
+    other layer on the base run is its AP exactly (the fundamental theorem of calculus):
+    per-layer IG inherits AP's dependence on the direction. Together, both units move along
+    one straight line and IG credits them alike in both directions.
+    """
+    net = net or CrossLayerAnd()
+    with torch.no_grad():
+        clean, corrupted = net.units(INPUTS[3:4])[0], net.units(INPUTS[0:1])[0]
+        gap = (net.from_units(clean[None]) - net.from_units(corrupted[None])).item()
+    alphas, weights = (t.to(clean.dtype) for t in quadrature(n_steps, "gausslegendre"))
+    out = {}
+    for direction in ("denoising", "noising"):
+        base, source = base_and_source(direction, clean, corrupted)
+        patched = base.repeat(2, 1)
+        patched[[0, 1], [0, 1]] = source
+        with torch.no_grad():
+            out[f"AP {direction}"] = (net.from_units(patched) - net.from_units(base[None])) / gap
+        for name, moving in (("per layer", torch.eye(2)), ("both layers", torch.ones(1, 2))):
+            scores = torch.zeros(2)
+            for mask in moving:  # the units that move together; the others stay on the base run
+                points = (base + alphas[:, None] * mask * (source - base)).requires_grad_(True)
+                (grads,) = torch.autograd.grad(net.from_units(points).sum(), points)
+                scores = scores + ((weights[:, None] * grads).sum(0) * mask * (source - base)).detach()
+            out[f"IG {name} {direction}"] = scores / gap
+    return out

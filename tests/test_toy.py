@@ -111,3 +111,30 @@ def test_input_shares_split_the_gap_and_are_each_nets_own(nets):
     # the split itself is not forced: an AND net stopped early splits unevenly
     early = toy.input_shares(toy.training_run("and", 1, seed=0, epochs=[100, 2000])[100])
     assert early[0] - early[1] > 0.1
+
+
+def test_an_and_across_layers_is_missed_by_the_candidate_rule_with_per_layer_ig_and_found_with_both_layers_together():
+    from ig_ap.analysis import asymmetry_labels, component_asymmetry, latent_candidates_by_rule
+
+    net = toy.CrossLayerAnd(gain=10.0)
+    s = toy.cross_layer_scores(net, n_steps=64)
+    f = lambda u, v: torch.sigmoid(torch.tensor(10.0 * (u + v - 1.5))).item()  # noqa: E731  the net by hand
+    gap = f(1, 1) - f(0, 0)
+    # AP by hand: one unit on in the all-off run; one unit off in the all-on run
+    assert s["AP denoising"].tolist() == pytest.approx([(f(1, 0) - f(0, 0)) / gap] * 2, abs=1e-6)
+    assert s["AP noising"].tolist() == pytest.approx([(f(0, 1) - f(1, 1)) / gap] * 2, abs=1e-6)
+    # per layer, each unit alone in its layer: its IG is its AP (the rest of the network on the base run)
+    for d in ("denoising", "noising"):
+        assert torch.allclose(s[f"IG per layer {d}"], s[f"AP {d}"], atol=1e-5)
+    # both layers together: completeness (±1) and, the net being symmetric, half each
+    assert s["IG both layers denoising"].tolist() == pytest.approx([0.5, 0.5], abs=1e-5)
+    assert s["IG both layers noising"].tolist() == pytest.approx([-0.5, -0.5], abs=1e-5)
+    shape = lambda x: x[None, :, None]  # noqa: E731  [prompt, layer, component]
+    den, noi = shape(s["AP denoising"]), shape(s["AP noising"])
+    assert (asymmetry_labels(den, noi) == "AND").all()  # AP sees the AND
+    per_layer = component_asymmetry(shape(s["IG per layer denoising"]), shape(s["IG per layer noising"]))
+    together = component_asymmetry(shape(s["IG both layers denoising"]), shape(s["IG both layers noising"]))
+    assert not latent_candidates_by_rule(den, noi, per_layer)[0].any()  # the rule discards exactly this AND
+    assert latent_candidates_by_rule(den, noi, together)[0].all()  # interpolated together, it is found
+    with pytest.raises(toy.ToyError, match="gain"):
+        toy.CrossLayerAnd(gain=0.0)
