@@ -56,16 +56,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     # The default: the embedded model on a 2-core CPU, sized so that the whole book builds
     # in at most 20 minutes (measured: see README). AP of neurons runs on the `neurons`
     # neurons per layer with the largest |IG|. One prompt pair in chapter 1 affords more;
-    # chapter 5's patches are single forward passes, so it takes more prompts; chapters 3
-    # and 4 pick heads on half of their prompts and test them on the other half, so they
-    # take 8 (4 and 4; chapter 4 reads chapter 3's attributions from the cache).
+    # chapters 3 and 4 pick heads on half of their prompts and test them on the other half,
+    # so they take 8 (4 and 4; chapter 4 reads chapter 3's attributions from the cache);
+    # chapter 5 does the same, and its patches are single forward passes, so it takes 12.
     "cpu": {
         "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 12, "neurons": 16,
         "chapters": {"00_model": {"n_prompts": 100}, "01_background": {"ig_steps": 32, "neurons": 64},
                      "02_aligned_baselines": {"n_prompts": 5, "n_prompts_neurons": 4, "neurons": 8},
                      "03_latent_components": {"n_prompts": 8, "neurons": 8},
                      "04_and_or_toy_models": {"n_prompts": 8},
-                     "05_head_patching": {"n_prompts": 8}},
+                     "05_head_patching": {"n_prompts": 12}},
     },
     # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
     # The kernels size their passes from memory_mb (rows = component × prompt or step ×
