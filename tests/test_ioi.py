@@ -158,3 +158,15 @@ def test_negative_edges_and_ranked_senders_read_the_path_shares():
     assert ioi.negative_edges(paths, senders, receivers) == [((0, 0), (1, 1)), ((0, 2), (1, 1)), ((0, 1), (1, 0))]
     assert ioi.ranked_senders(paths, senders, receiver=1) == [(0, 1), (0, 2), (0, 0)]
     assert ioi.ranked_senders(paths, senders, receiver=0)[0] == (0, 0)
+    assert ioi.strongest_edge(paths) == (0, 0, 1)  # |−0.6| is the largest share
+    three_inputs = Patched(torch.cat([metric, metric * 0.5, -metric * 1.5]), clean, corrupted)  # q, k, v
+    assert ioi.strongest_edge(three_inputs) == (2, 0, 1)
+
+
+def test_head_mask_marks_the_heads_and_refuses_one_out_of_range(tiny_gpt2):
+    from ig_ap.heads import head_mask
+
+    mask = head_mask(tiny_gpt2, [(0, 1), (1, 3)])
+    assert mask.dtype == torch.bool and mask.nonzero().tolist() == [[0, 1], [1, 3]]
+    with pytest.raises(AttributionError, match="L9H0|layer"):
+        head_mask(tiny_gpt2, [(9, 0)])
