@@ -215,3 +215,117 @@ def interaction(
         return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0), gap=values.gap)
     effects = values - base_and_source(direction, 1.0, 0.0)[0]
     return Interaction(joint=effects[0], sum_of_singles=effects[1:].sum(0))
+
+
+# --------------------------------------------------------------------------- MIB's circuit faithfulness: CPR and CMD
+
+MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""The circuit sizes of MIB's circuit track (Mueller et al. 2025), as fractions of the components scored."""
+
+
+@dataclass(frozen=True)
+class CircuitCurve:
+    """The metric with only a circuit kept, at each of MIB's circuit sizes, per prompt; its faithfulness and areas.
+
+    ``metric[i]`` is m(C_i), the run with the top ``sizes[i]`` components kept and every
+    other component of the kind patched from the corrupted run; ``empty`` is m(∅) (every
+    component patched), ``full`` m(M) (nothing patched: the clean run). Faithfulness is
+    MIB's f = (m(C) − m(∅)) / (m(M) − m(∅)), as a ratio of means over prompts (MIB averages
+    the metric over the batch before dividing, as the book does). The areas are taken by
+    the trapezoid rule over the fraction of components kept, ``sizes / total``, as MIB's
+    evaluation does on a linear scale: :meth:`cpr`, the area under f (higher is better),
+    and :meth:`cmd`, the area under |1 − f| (0 is best).
+    """
+
+    sizes: tuple[int, ...]
+    total: int
+    metric: Float[Tensor, "size prompt"]
+    empty: Float[Tensor, "prompt"]
+    full: Float[Tensor, "prompt"]
+
+    @property
+    def fractions(self) -> Float[Tensor, "size"]:
+        return torch.tensor(self.sizes, dtype=torch.float64) / self.total
+
+    def _stacked(self) -> Float[Tensor, "prompt column"]:
+        """Per prompt: m(C_i) − m(∅) for every size, then m(M) − m(∅)."""
+        return torch.cat([(self.metric - self.empty).T, (self.full - self.empty)[:, None]], 1).double()
+
+    def _faithfulness_of(self, values: Tensor) -> Tensor:  # [..., prompt, column] -> [..., size]
+        means = values.mean(-2)
+        return means[..., :-1] / means[..., -1:]
+
+    def _area(self, y: Tensor) -> Tensor:  # trapezoid over the fractions, [..., size] -> [...]
+        x = self.fractions.to(y.dtype)
+        return ((x[1:] - x[:-1]) * (y[..., 1:] + y[..., :-1]) / 2).sum(-1)
+
+    def faithfulness(self) -> Float[Tensor, "size"]:
+        """f at each size, as a ratio of means over prompts."""
+        return self._faithfulness_of(self._stacked())
+
+    def interval(self, i: int) -> Interval:
+        """f at size ``i`` with its interval over prompts (:func:`~ig_ap.analysis.ratio_of_means`)."""
+        return ratio_of_means(self.metric[i] - self.empty, self.full - self.empty)
+
+    def cpr(self) -> Interval:
+        """The area under f over the fraction of components kept, with its interval over prompts. The area is linear in
+        the metrics, so it is itself a ratio of means (:func:`~ig_ap.analysis.ratio_of_means`)."""
+        stacked = self._stacked()
+        return ratio_of_means(self._area(stacked[:, :-1]), stacked[:, -1])
+
+    def cmd(self) -> Interval:
+        """The area under |1 − f| over the fraction of components kept, with its jackknife-t interval over prompts."""
+        return jackknife_interval(self._stacked(), lambda v: self._area((1 - self._faithfulness_of(v)).abs()))
+
+    def difference(self, other: "CircuitCurve", measure: str) -> Interval:
+        """``measure`` (``"cpr"`` or ``"cmd"``) of this curve minus ``other``'s, paired over the same prompts, with its
+        jackknife-t interval: two methods' circuits scored on the same prompts are compared this way."""
+        if measure not in ("cpr", "cmd"):
+            raise ValueError(f"measure must be 'cpr' or 'cmd', got {measure!r}")
+        if self.sizes != other.sizes or self.metric.shape != other.metric.shape:
+            raise ValueError("difference compares two curves at the same sizes on the same prompts")
+        both = torch.stack([self._stacked(), other._stacked()], -1)  # [prompt, column, curve]
+
+        def area(v: Tensor) -> Tensor:  # v: [..., prompt, column]
+            f = self._faithfulness_of(v)
+            return self._area(f if measure == "cpr" else (1 - f).abs())
+
+        return jackknife_interval(both, lambda v: area(v[..., 0]) - area(v[..., 1]))
+
+
+def circuit_sizes(total: int, fractions: Sequence[float] = MIB_FRACTIONS) -> tuple[int, ...]:
+    """The number of components kept at each fraction: ``int(fraction × total)``, as MIB's evaluation counts them."""
+    if not fractions or any(not 0 < f <= 1 for f in fractions) or list(fractions) != sorted(fractions):
+        raise ValueError(f"fractions must increase within (0, 1], got {fractions!r}")
+    return tuple(int(f * total) for f in fractions)
+
+
+def circuit_faithfulness(
+    model,
+    batch,
+    scores: Float[Tensor, "prompt layer component"],
+    kind: str,
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    signed: bool = True,
+    memory_mb: float | None = None,
+) -> CircuitCurve:
+    """MIB's faithfulness curve of node-level circuits: the top components of ``kind`` by ``scores``, kept at each of
+    ``fractions`` of the components scored, every other component of ``kind`` patched from the corrupted run.
+
+    The circuit at each size is the top ``int(fraction × N)`` of the ``N`` components with
+    a score (never-computed, NaN, components are never kept and not counted), by mean
+    signed score (``signed``: the components that push the metric towards the clean run's
+    first) or by mean |score| (MIB's evaluation code's default). Circuits are chosen from
+    ``scores`` and scored on ``batch``: pass scores from other prompts than ``batch`` to keep
+    selection and test apart. These are node-level circuits (heads or neurons), not MIB's
+    edges: the numbers are not comparable with its leaderboard.
+    """
+    valid = ~scores.mean(0).isnan()
+    total = int(valid.sum())
+    if total == 0:
+        raise ValueError(f"no {kind} has a score: nothing to build a circuit from")
+    sizes = circuit_sizes(total, fractions)
+    sets = [{kind: top_components(scores, k=k, signed=signed)} for k in sizes]
+    nothing = {kind: torch.zeros_like(valid)}
+    patched = faithfulness(model, batch, sets + [nothing], ablation="corrupted", normalize="none", memory_mb=memory_mb)
+    return CircuitCurve(sizes, total, patched.metric[:-1], patched.metric[-1], patched.clean)

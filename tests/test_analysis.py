@@ -543,3 +543,68 @@ def test_paired_difference_of_two_patched_results_is_the_ratio_of_the_mean_diffe
     assert (d.low, d.high) == (pytest.approx(d.value - half), pytest.approx(d.value + half))
     with pytest.raises(ValueError, match="same prompts"):
         a.difference(Patched(b.metric, clean + 1.0, corrupted), 0)
+
+
+def _mib_areas(counts, faithfulnesses):
+    """MIB's evaluate_area_under_curve on a linear scale, written out (hannamw/MIB-circuit-track, evaluation.py)."""
+    under, from_1 = 0.0, 0.0
+    for i in range(len(faithfulnesses) - 1):
+        x1, x2 = counts[i], counts[i + 1]
+        from_1 += (x2 - x1) * ((abs(1 - faithfulnesses[i]) + abs(1 - faithfulnesses[i + 1])) / 2)
+        under += (x2 - x1) * ((faithfulnesses[i] + faithfulnesses[i + 1]) / 2)
+    return under, from_1
+
+
+def test_cpr_and_cmd_are_mibs_areas_of_the_ratio_of_means_faithfulness_with_paired_differences():
+    from ig_ap.ablation import CircuitCurve, circuit_sizes
+
+    g = torch.Generator().manual_seed(3)
+    sizes = circuit_sizes(270)
+    assert sizes == (0, 0, 1, 2, 5, 13, 27, 54, 135, 270)  # int(fraction × N), as MIB counts
+    P = 6
+    empty, full = torch.randn(P, generator=g) * 0.2, 2.0 + torch.rand(P, generator=g)
+    rise = torch.tensor([0.0, 0.0, 0.1, 0.3, 0.6, 0.8, 1.1, 1.05, 1.0, 1.0])[:, None]
+    metric = empty + rise * (full - empty) + 0.1 * torch.randn(10, P, generator=g)
+    metric[-1] = full  # everything kept: the clean run
+    curve = CircuitCurve(sizes, 270, metric, empty, full)
+    f = ((metric - empty).mean(1) / (full - empty).mean()).tolist()  # MIB: means over the batch, then the ratio
+    assert curve.faithfulness().tolist() == pytest.approx(f) and f[-1] == pytest.approx(1.0)
+    under, from_1 = _mib_areas([s / 270 for s in sizes], f)
+    assert curve.cpr().value == pytest.approx(under) and curve.cmd().value == pytest.approx(from_1)
+    # the CMD's jackknife-t interval, by hand
+    from scipy import stats
+    leave = np.array([_mib_areas([s / 270 for s in sizes], ((np.delete(metric.numpy(), i, 1) - np.delete(empty.numpy(), i)).mean(1)
+                                                             / np.delete((full - empty).numpy(), i).mean()).tolist())[1] for i in range(P)])
+    half = stats.t.ppf(0.975, P - 1) * math.sqrt((P - 1) / P * ((leave - leave.mean()) ** 2).sum())
+    assert (curve.cmd().low, curve.cmd().high) == (pytest.approx(from_1 - half), pytest.approx(from_1 + half))
+    # a worse method on the same prompts: its curve rises later; the paired difference sees it
+    slower = torch.tensor([0, 0, 0, 0, 0.1, 0.2, 0.4, 0.7, 0.9, 1.0])[:, None]
+    later = CircuitCurve(sizes, 270, empty + slower * (full - empty) + 0.05 * torch.randn(10, P, generator=g), empty, full)
+    d = curve.difference(later, "cpr")
+    assert d.value == pytest.approx(curve.cpr().value - later.cpr().value) and d.low > 0
+    assert curve.difference(later, "cmd").value == pytest.approx(curve.cmd().value - later.cmd().value)
+    with pytest.raises(ValueError, match="fractions"):
+        circuit_sizes(10, (0.5, 0.1))
+
+
+def test_circuit_faithfulness_runs_from_nothing_kept_to_the_clean_run(tiny_llama):
+    from ig_ap.ablation import circuit_faithfulness
+    from ig_ap.patching import activation_patching
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_llama, n=4, seed=0).batch()
+    ap = activation_patching(tiny_llama, batch, direction="denoising", components="heads", progress=False)
+    curve = circuit_faithfulness(tiny_llama, batch, ap.heads, "heads", fractions=(0.01, 0.25, 0.5, 1.0))
+    info = tiny_llama.ig_ap_info
+    assert curve.sizes == (0, info.n_heads * info.n_layers // 4, info.n_heads * info.n_layers // 2, info.n_heads * info.n_layers)
+    f = curve.faithfulness()
+    assert f[0].item() == pytest.approx(0.0, abs=1e-5) and f[-1].item() == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(curve.full, ap.clean_metric.to(curve.full.dtype), rtol=0, atol=1e-4)
+    # a circuit of half the heads: the same as keeping them by hand with faithfulness()
+    from ig_ap.ablation import faithfulness
+    from ig_ap.analysis import top_components
+    by_hand = faithfulness(tiny_llama, batch, [{"heads": top_components(ap.heads, k=curve.sizes[2], signed=True)}], normalize="none")
+    torch.testing.assert_close(curve.metric[2], by_hand.metric[0], rtol=0, atol=1e-5)
+    with_nan = ap.heads.clone()
+    with_nan[:, 0] = float("nan")  # layer 0 never computed: not counted, never kept
+    assert circuit_faithfulness(tiny_llama, batch, with_nan, "heads", fractions=(1.0,)).sizes == (info.n_heads * (info.n_layers - 1),)
