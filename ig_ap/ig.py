@@ -47,6 +47,10 @@ from ig_ap.replay import MEMORY_MB, Trace, run_from, trace
 from ig_ap.tasks import Batch
 
 METHODS = ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right", "riemann_trapezoid")
+PATHS = ("layer", "network")
+NETWORK_METHODS = ("riemann_trapezoid", "riemann_left")
+"""The rules of the network path: the gradient at both ends of each step averaged (the trapezoid rule), or at its
+start (Captum's ``LayerConductance``); both on ``n_steps + 1`` evenly spaced points from 0 to 1."""
 
 
 def quadrature(n_steps: int, method: str = "gausslegendre") -> tuple[Float[Tensor, "step"], Float[Tensor, "step"]]:
@@ -108,7 +112,8 @@ def integrated_gradients(
     components: str | Sequence[str] = ("heads", "neurons"),
     *,
     n_steps: int = 50,
-    method: str = "gausslegendre",
+    method: str | None = None,
+    path: str = "layer",
     tolerance: float | None = None,
     max_steps: int = 512,
     baseline: str = "other",
@@ -130,7 +135,11 @@ def integrated_gradients(
         metric: ``metric(last-token logits [..., prompt, vocab], batch) -> [..., prompt]``; the task's by default.
         direction: ``"denoising"`` (baseline corrupted, input clean) or ``"noising"`` (the reverse).
         components: ``"heads"``, ``"neurons"`` or both.
-        n_steps: points on the path; ``method``: ``"gausslegendre"`` or a Riemann rule.
+        n_steps: points on the path; ``method``: ``"gausslegendre"`` (the default) or a Riemann rule.
+        path: ``"layer"`` (the default): each layer integrated on its own, the rest of the network
+            on ``context``'s run; ``"network"``: every layer moves together, the conductance of each
+            head and neuron (:func:`network_conductance`; ``method`` ``"riemann_trapezoid"``, the
+            default there, or ``"riemann_left"``, Captum's ``LayerConductance``).
         tolerance: quadrature to a tolerance: a layer whose completeness error exceeds
             ``tolerance`` × the batch's mean |metric(clean) − metric(corrupted)| for any
             prompt is integrated again with twice the steps, until it does not or the steps
@@ -156,6 +165,14 @@ def integrated_gradients(
         batch's mean |metric(clean) − metric(corrupted)|), and per layer the ``steps`` it used;
         ``path_profile[kind]`` is ``[prompt, layer, component, segment]``.
     """
+    if path not in PATHS:
+        raise AttributionError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}")
+    if path == "network":
+        return network_conductance(model, batch, metric, direction, components, n_steps=n_steps, method=method or "riemann_trapezoid",
+                                   tolerance=tolerance, max_steps=max_steps, baseline=baseline, context=context, layers=layers,
+                                   segments=segments, internal_batch_size=internal_batch_size, memory_mb=memory_mb,
+                                   share_prefix=share_prefix, device=device, progress=progress, meta=meta)
+    method = method or "gausslegendre"
     setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
                     memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
     _check_options(n_steps, method, tolerance, max_steps, baseline, context, segments)
@@ -306,3 +323,147 @@ def _integrate(model, context_run, layer: int, name: str, kind: str, x0: Tensor,
         profile += torch.einsum("spc,sg->pcg", per_step.double(), split[start:start + S])
         bar.update(S)
     return total, profile
+
+
+# --------------------------------------------------------------------------- IG along the whole network: conductance
+
+
+def network_conductance(
+    model,
+    batch: Batch,
+    metric: Callable | None = None,
+    direction: str = "denoising",
+    components: str | Sequence[str] = ("heads", "neurons"),
+    *,
+    n_steps: int = 50,
+    method: str = "riemann_trapezoid",
+    tolerance: float | None = None,
+    max_steps: int = 512,
+    baseline: str = "other",
+    context: str = "input",
+    layers: Sequence[int] | None = None,
+    segments: int = 4,
+    internal_batch_size: int | None = None,
+    memory_mb: float = MEMORY_MB,
+    share_prefix: bool = True,
+    device: str | None = None,
+    progress: bool = True,
+    meta: dict | None = None,
+) -> Attribution:
+    """IG along the whole network: the conductance of every head and neuron (``integrated_gradients(..., path="network")``).
+
+    The idea: move the input of the whole network, the residual stream entering block 0
+    (token plus position embeddings; the positions are the same in both prompts, so this
+    interpolates the token embeddings), along the straight line from the baseline prompt's
+    to the input prompt's. Every layer then moves at once, along the curve the network maps
+    that line to, and each component is credited with the gradient flowing through it times
+    its own change (Dhamdhere et al.'s conductance, Captum's ``LayerConductance``; EAP-IG's
+    ``inputs`` variant for nodes)::
+
+        conductance_c = ∫₀¹ ∂metric/∂a_c(α) · da_c/dα dα   (summed over positions and coordinates)
+
+    with da_c/dα taken as the change of a_c between consecutive points of ``n_steps + 1``
+    evenly spaced ones (``method``: the gradient at both ends averaged, ``"riemann_trapezoid"``,
+    or at the start, ``"riemann_left"``, which is Captum's ``LayerConductance`` exactly). One
+    batched forward and backward pass over the points serves every layer (per-layer IG needs
+    one per layer). Unlike per-layer IG, the components of one layer need not add up to
+    that layer's AP: paths that skip the layer through the residual stream are credited to no
+    component of it. What is exact, up to the rule's error, is completeness at the input:
+    the attributions to the embeddings add up to metric(input) − metric(baseline); that
+    error is ``completeness[kind]`` (the same for every layer) and what ``tolerance`` bounds,
+    doubling the steps of the whole path. Options and result as :func:`integrated_gradients`
+    (``baseline`` must be ``"other"``; ``context`` has no meaning here and must be left at
+    its default; ``layers`` picks the layers whose components are recorded).
+    """
+    if baseline != "other":
+        raise AttributionError("path='network' interpolates from the baseline prompt's embeddings: baseline must be 'other'")
+    if context != "input":
+        raise AttributionError("path='network' moves every layer at once, so no layer runs on a context: leave context at 'input'")
+    if method not in NETWORK_METHODS:
+        raise AttributionError(f"path='network' takes method {' or '.join(map(repr, NETWORK_METHODS))}, got {method!r}")
+    setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
+                    memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
+    _check_options(n_steps, "gausslegendre", tolerance, max_steps, baseline, context, segments)  # n_steps ≥ 1: two points
+    batch = setup.batch
+    prefix = batch.first_difference() if setup.share_prefix else 0
+    runs = _trace_runs(model, setup, baseline, context, prefix)
+    names = [hook_name(k, l) for l in setup.layers for k in setup.components]
+    x0, x = runs.baseline.resid_pre(0), runs.input.resid_pre(0)
+    target = (runs.input.final, runs.baseline.final)
+    target = (setup.metric(target[0], batch) - setup.metric(target[1], batch)).double()
+    steps_per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, setup.info.n_layers, True)
+    steps = n_steps
+    bar = tqdm(total=steps + 1, desc=f"IG (network) {setup.direction}", unit="point", disable=not setup.progress)
+    while True:
+        totals, profile, embedding = _conduct(model, runs.input, names, x0, x, setup, steps, method, segments, steps_per_pass, bar)
+        relative = (embedding - target).abs() / runs.scale.double()
+        if tolerance is None or bool((relative <= tolerance).all()) or 2 * steps > max_steps:
+            break
+        steps *= 2
+        bar.total += steps + 1
+    bar.close()
+    store = _Store.empty(setup, segments)
+    for name in names:
+        kind = "heads" if name.endswith("hook_z") else "neurons"
+        layer = int(name.split(".")[1])
+        store.scores[kind][:, layer] = totals[name].float().cpu()
+        store.profile[kind][:, layer] = profile[name].float().cpu()
+        table = store.completeness[kind]
+        table["target"][:, layer] = target.float().cpu()
+        table["error"][:, layer] = (embedding - target).abs().float().cpu()
+        table["relative"][:, layer] = relative.float().cpu()
+        table["steps"][layer] = steps
+    return setup.result("integrated_gradients", store.scores, runs.clean_metric, runs.corrupted_metric,
+                        completeness=store.completeness, path_profile=store.profile, n_steps=n_steps, method=method,
+                        baseline=baseline, context=context, path="network", segments=segments, tolerance=tolerance,
+                        max_steps=max_steps, shared_prefix=prefix)
+
+
+def _keep_graph(activation, hook, name, store):
+    store[name] = activation
+    return activation
+
+
+def _conduct(model, run: Trace, names: Sequence[str], x0: Tensor, x: Tensor, setup: Setup, steps: int, method: str,
+             segments: int, steps_per_pass: int, bar) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+    """Conductance of the components at ``names`` along the network path on ``steps`` steps: (totals [prompt, component],
+    profiles [prompt, component, segment], the embeddings' attribution summed [prompt])."""
+    P, device = x.shape[0], x.device
+    alphas = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    split = segment_shares(torch.full((steps,), 1.0 / steps, dtype=torch.float64), segments).to(device)  # [step, segment]
+    delta = x - x0
+    totals: dict[str, Tensor] = {}
+    profile: dict[str, Tensor] = {}
+    embedding = torch.zeros(P, dtype=torch.float64, device=device)
+    previous = None  # the last point of the previous pass: (activations, gradients, embedding gradient)
+    for start in range(0, steps + 1, steps_per_pass):
+        a = alphas[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
+        S = len(a)
+        point = (x0.unsqueeze(0) + a.view(S, *(1,) * x.dim()) * delta.unsqueeze(0)).reshape(S * P, *x.shape[1:]).requires_grad_(True)
+        kept: dict[str, Tensor] = {}
+        hooks = [("blocks.0.hook_resid_pre", functools.partial(_replace, value=point))]
+        hooks += [(n, functools.partial(_keep_graph, name=n, store=kept)) for n in names]
+        with torch.enable_grad():
+            final = run_from(model, run, 0, S, hooks, last=setup.batch.last)
+            values = setup.metric(final.view(S, P, -1), setup.batch)
+            grads = torch.autograd.grad(values.sum(), [point] + [kept[n] for n in names])
+        here = ({n: kept[n].detach().view(S, P, *kept[n].shape[1:]) for n in names},
+                {n: g.view(S, P, *g.shape[1:]) for n, g in zip(names, grads[1:])},
+                grads[0].view(S, P, *x.shape[1:]))
+        if previous is not None:  # join the previous pass's last point to this pass's points
+            here = tuple({n: torch.cat([prev[n], cur[n]]) for n in names} if isinstance(cur, dict) else torch.cat([prev, cur])
+                         for prev, cur in zip(previous, here))
+        acts, grads_at, embedding_grad = here
+        first = start - (1 if previous is not None else 0)  # the index of acts' first point
+        for n in names:
+            change = acts[n][1:] - acts[n][:-1]  # [step, prompt, ...]
+            slope = grads_at[n][1:] + grads_at[n][:-1] if method == "riemann_trapezoid" else 2 * grads_at[n][:-1]
+            summed = (2, 4) if n.endswith("hook_z") else (2,)
+            per_step = (change * slope / 2).sum(dim=summed).double()  # [step, prompt, component]
+            totals[n] = totals.get(n, 0) + per_step.sum(0)
+            profile[n] = profile.get(n, 0) + torch.einsum("spc,sg->pcg", per_step, split[first:first + len(per_step)])
+        e_slope = embedding_grad[1:] + embedding_grad[:-1] if method == "riemann_trapezoid" else 2 * embedding_grad[:-1]
+        embedding += (e_slope / 2 * delta.unsqueeze(0) / steps).sum(dim=tuple(range(2, e_slope.dim()))).sum(0).double()
+        previous = tuple({n: v[-1:] for n, v in part.items()} if isinstance(part, dict) else part[-1:] for part in here)
+        bar.update(S)
+    return totals, profile, embedding

@@ -34,6 +34,7 @@ OPTION_VALUES = {
     "meta": {"note": "checked"},
     "n_steps": 3,
     "method": "riemann_left",
+    "path": "network",
     "baseline": "zero",
     "context": "baseline",
     "segments": 2,

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from captum.attr import LayerIntegratedGradients
+from captum.attr import LayerConductance, LayerIntegratedGradients
 from transformer_lens import patching as tl_patching
 
 from ig_ap.atp import attribution_patching
@@ -271,3 +271,53 @@ def test_ig_pairs_with_the_ap_whose_base_run_it_shares(tiny_model, direction):
                 assert missing.max() < 1e-2 * (ig.denominator.abs().max() + 1e-3)
                 torch.testing.assert_close(ig.completeness[kind]["error"][:, layer], missing.float(), rtol=1e-3, atol=1e-5)
                 assert exact.abs().max() > 1e-3 or layer == tiny_model.cfg.n_layers - 1  # the identity is not 0 = 0
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_network_ig_equals_captum_layer_conductance(setup, direction):
+    """IG along the whole network with the left rule is Captum's LayerConductance on the embeddings, every layer, heads and neurons."""
+    model, batch = setup
+    info = model.ig_ap_info
+    ours = integrated_gradients(model, batch, direction=direction, path="network", n_steps=12, method="riemann_left",
+                                progress=False, internal_batch_size=3 * len(batch))  # several passes, joined
+    base, source = _base_and_source(batch, direction)
+    name = "blocks.0.hook_resid_pre"
+    embeds = {k: model.run_with_cache(tokens, names_filter=name)[1][name] for k, tokens in (("input", source), ("baseline", base))}
+
+    def forward(resid, tokens, answers, last):
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: resid)], return_type="logits")
+        return replace(batch, answers=answers, last=last).score(logits)
+
+    for layer in range(info.n_layers):
+        for kind, module in (("heads", model.blocks[layer].attn.hook_z), ("neurons", model.blocks[layer].mlp.hook_post)):
+            # Captum's conductance takes the gradient at each step's start on n_steps + 1 points from 0 to 1
+            raw = LayerConductance(forward, module).attribute(embeds["input"], baselines=embeds["baseline"], n_steps=12,
+                                                              additional_forward_args=(source, batch.answers, batch.last),
+                                                              method="riemann_trapezoid").detach()
+            reference = raw.reshape(*raw.shape[:2], info.n_heads, -1).sum(dim=(1, 3)) if kind == "heads" else raw.sum(dim=1)
+            mine = ours.heads[:, layer] if kind == "heads" else ours.neurons[:, layer]
+            assert (mine - reference).abs().max() <= 1e-5 * reference.abs().max() + 1e-7, (layer, kind)
+    assert ours.meta["path"] == "network" and ours.heads.abs().max() > 1e-2
+
+
+def test_network_ig_is_complete_at_the_embeddings_negates_with_the_direction_and_refines_to_a_tolerance(setup):
+    model, batch = setup
+    den = integrated_gradients(model, batch, direction="denoising", path="network", n_steps=64, progress=False)
+    noi = integrated_gradients(model, batch, direction="noising", path="network", n_steps=64, progress=False)
+    for kind in ("heads", "neurons"):
+        # the embeddings' attributions add up to metric(input) − metric(baseline): the trapezoid rule's error only
+        assert den.completeness[kind]["relative"].max() < 1e-2
+        torch.testing.assert_close(den.completeness[kind]["target"][:, 0], (den.clean_metric - den.corrupted_metric).float(),
+                                   rtol=1e-4, atol=1e-5)
+        # the same points walked the other way: the trapezoid rule gives exactly opposite attributions
+        torch.testing.assert_close(noi[kind], -den[kind], rtol=0, atol=1e-5 * den[kind].abs().max().item())
+        torch.testing.assert_close(den.path_profile[kind].sum(-1), den[kind], rtol=1e-4, atol=1e-5)
+    coarse = integrated_gradients(model, batch, path="network", n_steps=2, tolerance=1e-3, progress=False)
+    assert coarse.completeness["heads"]["steps"][0] > 2 and coarse.completeness["heads"]["relative"].max() <= 1e-3
+    # the components of a layer need not add up to its AP (paths that skip it are credited to none of them)
+    with pytest.raises(AttributionError, match="baseline must be 'other'"):
+        integrated_gradients(model, batch, path="network", baseline="zero", progress=False)
+    with pytest.raises(AttributionError, match="method"):
+        integrated_gradients(model, batch, path="network", method="gausslegendre", progress=False)
+    with pytest.raises(AttributionError, match="path must be"):
+        integrated_gradients(model, batch, path="everything", progress=False)
