@@ -329,3 +329,32 @@ def circuit_faithfulness(
     nothing = {kind: torch.zeros_like(valid)}
     patched = faithfulness(model, batch, sets + [nothing], ablation="corrupted", normalize="none", memory_mb=memory_mb)
     return CircuitCurve(sizes, total, patched.metric[:-1], patched.metric[-1], patched.clean)
+
+
+def cross_fitted_circuits(
+    model,
+    batch,
+    scores: Float[Tensor, "prompt layer component"],
+    kind: str,
+    split,
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    signed: bool = True,
+    memory_mb: float | None = None,
+) -> CircuitCurve:
+    """:func:`circuit_faithfulness` with the circuits chosen on other prompts than those they are scored on, both ways.
+
+    ``split`` (:func:`ig_ap.analysis.selection_split`) halves the prompts: the circuits chosen
+    from the scores of one half are scored on the other, and the other way round, so every
+    prompt in the curve is scored by circuits chosen without it (cross-fitting). ``scores``
+    and ``batch`` hold every prompt; the curve's prompts are ``split.select`` then
+    ``split.test``. Each half needs at least one prompt.
+    """
+    halves = [split.select.tolist(), split.test.tolist()]
+    if not all(halves):
+        raise ValueError("cross-fitting needs prompts on both sides of the split")
+    curves = [circuit_faithfulness(model, batch.select(scored), scores[chosen], kind, fractions, signed, memory_mb)
+              for chosen, scored in (halves[::-1], halves)]
+    if curves[0].sizes != curves[1].sizes:  # both halves score the same components, so this cannot happen with one model
+        raise ValueError("the two halves' circuits have different sizes: the scores of the halves cover different components")
+    return CircuitCurve(curves[0].sizes, curves[0].total, torch.cat([c.metric for c in curves], 1),
+                        torch.cat([c.empty for c in curves]), torch.cat([c.full for c in curves]))

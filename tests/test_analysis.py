@@ -608,3 +608,21 @@ def test_circuit_faithfulness_runs_from_nothing_kept_to_the_clean_run(tiny_llama
     with_nan = ap.heads.clone()
     with_nan[:, 0] = float("nan")  # layer 0 never computed: not counted, never kept
     assert circuit_faithfulness(tiny_llama, batch, with_nan, "heads", fractions=(1.0,)).sizes == (info.n_heads * (info.n_layers - 1),)
+
+
+def test_cross_fitted_circuits_score_each_half_with_circuits_chosen_on_the_other(tiny_llama):
+    from ig_ap.ablation import circuit_faithfulness, cross_fitted_circuits
+    from ig_ap.analysis import selection_split
+    from ig_ap.patching import activation_patching
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_llama, n=6, seed=1).batch()
+    ap = activation_patching(tiny_llama, batch, direction="denoising", components="heads", progress=False)
+    split = selection_split(6, seed=2)
+    fractions = (0.1, 0.5, 1.0)
+    crossed = cross_fitted_circuits(tiny_llama, batch, ap.heads, "heads", split, fractions)
+    first = circuit_faithfulness(tiny_llama, batch.select(split.select.tolist()), ap.heads[split.test], "heads", fractions)
+    second = circuit_faithfulness(tiny_llama, batch.select(split.test.tolist()), ap.heads[split.select], "heads", fractions)
+    torch.testing.assert_close(crossed.metric, torch.cat([first.metric, second.metric], 1))
+    torch.testing.assert_close(crossed.full, ap.clean_metric[torch.cat([split.select, split.test])].to(crossed.full.dtype), rtol=0, atol=1e-4)
+    assert crossed.faithfulness()[-1].item() == pytest.approx(1.0, abs=1e-4)
