@@ -8,7 +8,11 @@ On the embedded model (or ``--model``), one IOI batch, CPU by default:
 (c) integrated gradients per layer and component kind vs Captum
     ``LayerIntegratedGradients`` with ``internal_batch_size`` = the batch size (as the
     original notebooks did), on a few layers;
-(d) attribution patching (one forward and backward pass).
+(d) attribution patching (one forward and backward pass);
+(e) IG along the whole network (``path="network"``: the conductance of every head and
+    neuron of every layer, one batched pass over the path's points) vs Captum
+    ``LayerConductance`` (one path per layer and kind), on a few layers, extrapolated;
+(f) per-layer IG of every layer, the same steps: what (e) replaces when every layer is wanted.
 
 For each it prints the time, the ratio reference / ours, the floating-point work ours
 cannot avoid (the layers from the patched one up, the positions from the first one where
@@ -172,6 +176,40 @@ def main(argv=None) -> int:
     # (d) attribution patching: everything in one forward and backward pass.
     _, s = timed(lambda: attribution_patching(model, batch), args.device)
     report("(d) AtP, all heads and neurons", s, 0.0, floor_flops(info, P, T, T, 0, True) + floor_flops(info, P, T, T, 0, False))
+
+    # (e) IG along the whole network vs Captum LayerConductance, one path per layer and kind (Captum's rule is our
+    # "riemann_left" on n_steps + 1 points; Captum names it riemann_trapezoid).
+    from captum.attr import LayerConductance
+
+    name = "blocks.0.hook_resid_pre"
+    embeds = {k: model.run_with_cache(tokens, names_filter=name)[1][name] for k, tokens in (("clean", batch.clean), ("corrupted", batch.corrupted))}
+
+    def forward_embeds(resid, tokens, answers, last):
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: resid)], return_type="logits")
+        return replace(batch, answers=answers, last=last).score(logits)
+
+    network, ours_s = timed(lambda: integrated_gradients(model, batch, path="network", n_steps=args.steps, method="riemann_left",
+                                                         progress=False), args.device)
+    ref_total, worst = 0.0, 0.0
+    for layer in layers:
+        for kind, module in (("heads", model.blocks[layer].attn.hook_z), ("neurons", model.blocks[layer].mlp.hook_post)):
+            conductance = LayerConductance(forward_embeds, module)
+            raw, s = timed(lambda: conductance.attribute(embeds["clean"], baselines=embeds["corrupted"], n_steps=args.steps,
+                                                         additional_forward_args=(batch.clean, batch.answers, batch.last),
+                                                         method="riemann_trapezoid", internal_batch_size=2 * P).detach(), args.device)
+            ref_total += s
+            expected = raw.reshape(P, T, info.n_heads, -1).sum(dim=(1, 3)) if kind == "heads" else raw.sum(dim=1)
+            got = network[kind][:, layer].to(expected.device)
+            worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
+    assert worst < 1e-4, f"network IG differs from Captum's LayerConductance (relative {worst:.1e})"
+    network_flops = floor_flops(info, P * (args.steps + 1), S, T, 0, True)
+    report(f"(e) IG along the network, {args.steps} steps, every head and neuron of every layer", ours_s,
+           ref_total / len(layers) * info.n_layers, network_flops, f"Captum per layer and kind, extrapolated; max rel diff {worst:.1e}")
+
+    # (f) per-layer IG of every layer, the same steps: one pass over the path per layer and kind.
+    _, s = timed(lambda: integrated_gradients(model, batch, n_steps=args.steps, progress=False), args.device)
+    report(f"(f) per-layer IG, {args.steps} steps, every layer (what (e) replaces)", s, 0.0,
+           sum(floor_flops(info, P * args.steps, S, T, l, True) for l in range(info.n_layers)), f"(f) / (e) time: {s / ours_s:.1f}×")
 
     print("| kernel | reference | ours | speed-up | ours GFLOP/s | ours / floor | note |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
