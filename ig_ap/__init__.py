@@ -26,9 +26,11 @@ Modules, one idea each, on floors: a module imports from its own floor or those 
 3. Kernels, on the contract:
 
    - :mod:`ig_ap.patching`: activation patching of every head and neuron.
-   - :mod:`ig_ap.ig`: integrated gradients per layer, with completeness and path profiles.
+   - :mod:`ig_ap.ig`: integrated gradients per layer, with completeness and path profiles, and along
+     the whole network (each component's conductance).
    - :mod:`ig_ap.atp`: attribution patching, the first-order estimate of patching.
-   - :mod:`ig_ap.ablation`: faithfulness of component sets, joint versus single patches.
+   - :mod:`ig_ap.ablation`: faithfulness of component sets (and MIB's CPR and CMD of circuits), joint
+     versus single patches.
 
 4. Heads, tasks' readings and toys:
 
@@ -36,7 +38,8 @@ Modules, one idea each, on floors: a module imports from its own floor or those 
      linear combination; direct logit attribution; path patching; attention readout.
    - :mod:`ig_ap.ioi`: the IOI reading of those measurements (published head classes, backups by
      response, mover roles, S-inhibition senders, copy suppression).
-   - :mod:`ig_ap.toy`: AND/OR toy networks, where each method's right answer is known.
+   - :mod:`ig_ap.toy`: AND/OR toy networks, where each method's right answer is known (one with its
+     AND's inputs in different layers).
 
 5. Results: :mod:`ig_ap.results`: the on-disk cache, keyed by every input that changes a
    result; :mod:`ig_ap.export`: every cached attribution as one long table.
