@@ -8,6 +8,8 @@ pass (:mod:`ig_ap.replay`):
 - :func:`faithfulness`, :func:`faithfulness_curve`: the share of the clean−corrupted gap
   kept when everything outside a set of components is ablated.
 - :func:`interaction`: candidates patched together versus one at a time.
+- :func:`circuit_faithfulness`, :func:`cross_fitted_circuits`: MIB's faithfulness curve of the top
+  components at its circuit sizes, with CPR and CMD (:class:`CircuitCurve`).
 """
 
 from __future__ import annotations
