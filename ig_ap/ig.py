@@ -48,6 +48,8 @@ from ig_ap.tasks import Batch
 
 METHODS = ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right", "riemann_trapezoid")
 PATHS = ("layer", "network")
+MAX_STEPS = 512
+"""The most points a layer (or the network path) is refined to under a tolerance, by default."""
 NETWORK_METHODS = ("riemann_trapezoid", "riemann_left")
 """The rules of the network path: the gradient at both ends of each step averaged (the trapezoid rule), or at its
 start (Captum's ``LayerConductance``); both on ``n_steps + 1`` evenly spaced points from 0 to 1."""
@@ -115,7 +117,7 @@ def integrated_gradients(
     method: str | None = None,
     path: str = "layer",
     tolerance: float | None = None,
-    max_steps: int = 512,
+    max_steps: int = MAX_STEPS,
     baseline: str = "other",
     context: str = "input",
     layers: Sequence[int] | None = None,
@@ -338,7 +340,7 @@ def network_conductance(
     n_steps: int = 50,
     method: str = "riemann_trapezoid",
     tolerance: float | None = None,
-    max_steps: int = 512,
+    max_steps: int = MAX_STEPS,
     baseline: str = "other",
     context: str = "input",
     layers: Sequence[int] | None = None,
