@@ -252,3 +252,13 @@ def test_pages_fetch_nothing_from_outside(built_book):
         text = page.read_text()
         for tag in re.findall(r"<(?:script|link|img|iframe)[^>]*>", text):
             assert not re.search(r'(src|href)="(https?:)?//', tag), f"{page.name}: {tag}"
+
+
+def test_chapter_4_reads_chapter_3s_attributions_instead_of_computing_its_own(built_book):
+    """Chapter 4 compares chapter 3's heads: under the cpu profile it must ask for exactly the results chapter 3 made
+    (a quadrature option passed differently would key, and compute, them again)."""
+    out, _ = built_book
+    used = {stem: set((out / "executed" / "data" / f"{stem}.results").read_text().split())
+            for stem in ("03_latent_components", "04_and_or_toy_models")}
+    assert used["04_and_or_toy_models"], "chapter 4 logged no result"
+    assert used["04_and_or_toy_models"] <= used["03_latent_components"], used["04_and_or_toy_models"] - used["03_latent_components"]
