@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--layers", type=int, nargs="*", default=None, help="layers for (b) and (c); default first, middle, last")
     parser.add_argument("--neuron-sample", type=int, default=12)
+    parser.add_argument("--only", default="abcdef", help="the comparisons to run, by letter (default all: abcdef)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -116,100 +117,107 @@ def main(argv=None) -> int:
         floor_s = flops / (peak * 1e9)
         rows.append((what, ref_s, ours_s, ref_s / ours_s if ref_s else float("nan"), flops / ours_s / 1e9, ours_s / floor_s, ref_note))
 
-    # (a) heads: TransformerLens, every head of every layer, one pass each.
-    from transformer_lens import patching as tl_patching
-
     base, source = batch.corrupted, batch.clean
     _, cache = model.run_with_cache(source)
-    with torch.no_grad():
-        base_metric = batch.score(model(base, return_type="logits"))
-    ref, ref_s = timed(lambda: tl_patching.get_act_patch_attn_head_out_all_pos(
-        model, base, cache, lambda logits: (batch.score(logits) - base_metric).mean()), args.device)
-    ours, ours_s = timed(lambda: activation_patching(model, batch, components="heads", progress=False), args.device)
-    assert torch.allclose(ours.heads.mean(0).to(ref.device), ref, atol=1e-4), "AP heads differ from TransformerLens"
-    flops = sum(floor_flops(info, P * info.n_heads, S, T, l, False) for l in range(info.n_layers))
-    report(f"(a) AP, all {info.n_layers * info.n_heads} heads", ours_s, ref_s, flops)
+
+    # (a) heads: TransformerLens, every head of every layer, one pass each.
+    if "a" in args.only:
+        from transformer_lens import patching as tl_patching
+
+        with torch.no_grad():
+            base_metric = batch.score(model(base, return_type="logits"))
+        ref, ref_s = timed(lambda: tl_patching.get_act_patch_attn_head_out_all_pos(
+            model, base, cache, lambda logits: (batch.score(logits) - base_metric).mean()), args.device)
+        ours, ours_s = timed(lambda: activation_patching(model, batch, components="heads", progress=False), args.device)
+        assert torch.allclose(ours.heads.mean(0).to(ref.device), ref, atol=1e-4), "AP heads differ from TransformerLens"
+        flops = sum(floor_flops(info, P * info.n_heads, S, T, l, False) for l in range(info.n_layers))
+        report(f"(a) AP, all {info.n_layers * info.n_heads} heads", ours_s, ref_s, flops)
 
     # (b) neurons: one neuron per pass on a sample, extrapolated to the layers' neurons.
-    ref_total = ours_total = flops = 0.0
-    with torch.no_grad():
-        for layer in layers:
-            name = f"blocks.{layer}.mlp.hook_post"
-            sample = torch.randperm(info.d_mlp, generator=torch.Generator().manual_seed(layer))[: args.neuron_sample]
-            t = time.perf_counter()
-            for n in sample.tolist():
-                def patch(act, hook, n=n):
-                    act = act.clone()
-                    act[:, :, n] = cache[name][:, :, n]
-                    return act
-                model.run_with_hooks(base, fwd_hooks=[(name, patch)], return_type="logits")
-            sync(args.device)
-            ref_total += (time.perf_counter() - t) / len(sample) * info.d_mlp
-            result, s = timed(lambda: activation_patching(model, batch, components="neurons", layers=[layer], progress=False), args.device)
-            ours_total += s
-            flops += info.d_mlp * floor_flops(info, P, S, T, layer, False)
-    report(f"(b) AP, all neurons of layers {layers}", ours_total, ref_total, flops, "loop extrapolated")
+    if "b" in args.only:
+        ref_total = ours_total = flops = 0.0
+        with torch.no_grad():
+            for layer in layers:
+                name = f"blocks.{layer}.mlp.hook_post"
+                sample = torch.randperm(info.d_mlp, generator=torch.Generator().manual_seed(layer))[: args.neuron_sample]
+                t = time.perf_counter()
+                for n in sample.tolist():
+                    def patch(act, hook, n=n):
+                        act = act.clone()
+                        act[:, :, n] = cache[name][:, :, n]
+                        return act
+                    model.run_with_hooks(base, fwd_hooks=[(name, patch)], return_type="logits")
+                sync(args.device)
+                ref_total += (time.perf_counter() - t) / len(sample) * info.d_mlp
+                result, s = timed(lambda: activation_patching(model, batch, components="neurons", layers=[layer], progress=False), args.device)
+                ours_total += s
+                flops += info.d_mlp * floor_flops(info, P, S, T, layer, False)
+        report(f"(b) AP, all neurons of layers {layers}", ours_total, ref_total, flops, "loop extrapolated")
 
     # (c) IG per layer and kind vs Captum LayerIntegratedGradients (internal_batch_size = batch size).
-    from captum.attr import LayerIntegratedGradients
+    if "c" in args.only:
+        from captum.attr import LayerIntegratedGradients
 
-    def forward(tokens, answers, last):
-        return replace(batch, answers=answers, last=last).score(model(tokens, return_type="logits"))
+        def forward(tokens, answers, last):
+            return replace(batch, answers=answers, last=last).score(model(tokens, return_type="logits"))
 
-    ref_total = ours_total = flops = 0.0
-    worst = 0.0
-    for layer in layers:
-        for kind, module in (("heads", model.blocks[layer].attn.hook_z), ("neurons", model.blocks[layer].mlp.hook_post)):
-            lig = LayerIntegratedGradients(forward, module)
-            raw, s = timed(lambda: lig.attribute(batch.clean, baselines=batch.corrupted, additional_forward_args=(batch.answers, batch.last),
-                                                 n_steps=args.steps, method="gausslegendre", internal_batch_size=P), args.device)
-            ref_total += s
-            result, s = timed(lambda: integrated_gradients(model, batch, components=kind, layers=[layer], n_steps=args.steps, progress=False), args.device)
-            ours_total += s
-            expected = raw.reshape(P, T, info.n_heads, -1).sum(dim=(1, 3)) if kind == "heads" else raw.sum(dim=1)
-            got = result[kind][:, layer].to(expected.device)
-            worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
-            flops += floor_flops(info, P * args.steps, S, T, layer, True)
-    assert worst < 1e-4, f"IG differs from Captum (relative {worst:.1e})"
-    report(f"(c) IG, {args.steps} steps, heads and neurons of layers {layers}", ours_total, ref_total, flops, f"max rel diff {worst:.1e}")
+        ref_total = ours_total = flops = 0.0
+        worst = 0.0
+        for layer in layers:
+            for kind, module in (("heads", model.blocks[layer].attn.hook_z), ("neurons", model.blocks[layer].mlp.hook_post)):
+                lig = LayerIntegratedGradients(forward, module)
+                raw, s = timed(lambda: lig.attribute(batch.clean, baselines=batch.corrupted, additional_forward_args=(batch.answers, batch.last),
+                                                     n_steps=args.steps, method="gausslegendre", internal_batch_size=P), args.device)
+                ref_total += s
+                result, s = timed(lambda: integrated_gradients(model, batch, components=kind, layers=[layer], n_steps=args.steps, progress=False), args.device)
+                ours_total += s
+                expected = raw.reshape(P, T, info.n_heads, -1).sum(dim=(1, 3)) if kind == "heads" else raw.sum(dim=1)
+                got = result[kind][:, layer].to(expected.device)
+                worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
+                flops += floor_flops(info, P * args.steps, S, T, layer, True)
+        assert worst < 1e-4, f"IG differs from Captum (relative {worst:.1e})"
+        report(f"(c) IG, {args.steps} steps, heads and neurons of layers {layers}", ours_total, ref_total, flops, f"max rel diff {worst:.1e}")
 
     # (d) attribution patching: everything in one forward and backward pass.
-    _, s = timed(lambda: attribution_patching(model, batch), args.device)
-    report("(d) AtP, all heads and neurons", s, 0.0, floor_flops(info, P, T, T, 0, True) + floor_flops(info, P, T, T, 0, False))
+    if "d" in args.only:
+        _, s = timed(lambda: attribution_patching(model, batch), args.device)
+        report("(d) AtP, all heads and neurons", s, 0.0, floor_flops(info, P, T, T, 0, True) + floor_flops(info, P, T, T, 0, False))
 
     # (e) IG along the whole network vs Captum LayerConductance, one path per layer and kind (Captum's rule is our
-    # "riemann_left" on n_steps + 1 points; Captum names it riemann_trapezoid).
-    from captum.attr import LayerConductance
+    if "e" in args.only:
+        # "riemann_left" on n_steps + 1 points; Captum names it riemann_trapezoid).
+        from captum.attr import LayerConductance
 
-    name = "blocks.0.hook_resid_pre"
-    embeds = {k: model.run_with_cache(tokens, names_filter=name)[1][name] for k, tokens in (("clean", batch.clean), ("corrupted", batch.corrupted))}
+        name = "blocks.0.hook_resid_pre"
+        embeds = {k: model.run_with_cache(tokens, names_filter=name)[1][name] for k, tokens in (("clean", batch.clean), ("corrupted", batch.corrupted))}
 
-    def forward_embeds(resid, tokens, answers, last):
-        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: resid)], return_type="logits")
-        return replace(batch, answers=answers, last=last).score(logits)
+        def forward_embeds(resid, tokens, answers, last):
+            logits = model.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: resid)], return_type="logits")
+            return replace(batch, answers=answers, last=last).score(logits)
 
-    network, ours_s = timed(lambda: integrated_gradients(model, batch, path="network", n_steps=args.steps, method="riemann_left",
-                                                         progress=False), args.device)
-    ref_total, worst = 0.0, 0.0
-    for layer in layers:
-        for kind, module in (("heads", model.blocks[layer].attn.hook_z), ("neurons", model.blocks[layer].mlp.hook_post)):
-            conductance = LayerConductance(forward_embeds, module)
-            raw, s = timed(lambda: conductance.attribute(embeds["clean"], baselines=embeds["corrupted"], n_steps=args.steps,
-                                                         additional_forward_args=(batch.clean, batch.answers, batch.last),
-                                                         method="riemann_trapezoid", internal_batch_size=2 * P).detach(), args.device)
-            ref_total += s
-            expected = raw.reshape(P, T, info.n_heads, -1).sum(dim=(1, 3)) if kind == "heads" else raw.sum(dim=1)
-            got = network[kind][:, layer].to(expected.device)
-            worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
-    assert worst < 1e-4, f"network IG differs from Captum's LayerConductance (relative {worst:.1e})"
-    network_flops = floor_flops(info, P * (args.steps + 1), S, T, 0, True)
-    report(f"(e) IG along the network, {args.steps} steps, every head and neuron of every layer", ours_s,
-           ref_total / len(layers) * info.n_layers, network_flops, f"Captum per layer and kind, extrapolated; max rel diff {worst:.1e}")
+        network, ours_s = timed(lambda: integrated_gradients(model, batch, path="network", n_steps=args.steps, method="riemann_left",
+                                                             progress=False), args.device)
+        ref_total, worst = 0.0, 0.0
+        for layer in layers:
+            for kind, module in (("heads", model.blocks[layer].attn.hook_z), ("neurons", model.blocks[layer].mlp.hook_post)):
+                conductance = LayerConductance(forward_embeds, module)
+                raw, s = timed(lambda: conductance.attribute(embeds["clean"], baselines=embeds["corrupted"], n_steps=args.steps,
+                                                             additional_forward_args=(batch.clean, batch.answers, batch.last),
+                                                             method="riemann_trapezoid", internal_batch_size=2 * P).detach(), args.device)
+                ref_total += s
+                expected = raw.reshape(P, T, info.n_heads, -1).sum(dim=(1, 3)) if kind == "heads" else raw.sum(dim=1)
+                got = network[kind][:, layer].to(expected.device)
+                worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
+        assert worst < 1e-4, f"network IG differs from Captum's LayerConductance (relative {worst:.1e})"
+        network_flops = floor_flops(info, P * (args.steps + 1), S, T, 0, True)
+        report(f"(e) IG along the network, {args.steps} steps, every head and neuron of every layer", ours_s,
+               ref_total / len(layers) * info.n_layers, network_flops, f"Captum per layer and kind, extrapolated; max rel diff {worst:.1e}")
 
     # (f) per-layer IG of every layer, the same steps: one pass over the path per layer and kind.
-    _, s = timed(lambda: integrated_gradients(model, batch, n_steps=args.steps, progress=False), args.device)
-    report(f"(f) per-layer IG, {args.steps} steps, every layer (what (e) replaces)", s, 0.0,
-           sum(floor_flops(info, P * args.steps, S, T, l, True) for l in range(info.n_layers)), f"(f) / (e) time: {s / ours_s:.1f}×")
+    if "f" in args.only:
+        _, s = timed(lambda: integrated_gradients(model, batch, n_steps=args.steps, progress=False), args.device)
+        report(f"(f) per-layer IG, {args.steps} steps, every layer (what (e) replaces)", s, 0.0,
+               sum(floor_flops(info, P * args.steps, S, T, l, True) for l in range(info.n_layers)), f"(f) / (e) time: {s / ours_s:.1f}×")
 
     print("| kernel | reference | ours | speed-up | ours GFLOP/s | ours / floor | note |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
