@@ -211,6 +211,39 @@ def _check_options(n_steps, method, tolerance, max_steps, baseline, context, seg
         raise AttributionError(f"max_steps must be an int of at least n_steps ({n_steps}), got {max_steps!r}")
 
 
+def reversed_path(attribution: Attribution) -> Attribution:
+    """Per-layer IG of the other direction in the other context, from a result at hand, without running the model.
+
+    The idea: IG of direction d with the rest of the network on its baseline prompt integrates
+    a layer from one prompt's activation to the other's, in one prompt's run. IG of the other
+    direction with the rest of the network on its *input* prompt runs in the same run and
+    integrates the same line the other way: its attributions, completeness targets and path
+    profile are those of ``attribution`` negated (the profile's segments in reverse order),
+    and its errors and steps are the same. So chapter 3's control pairing (IG on the input
+    run) of one direction is its main IG of the other direction, read backwards. The
+    quadrature nodes of every rule but the one-sided Riemann rules are symmetric on [0, 1],
+    so this is exact for them (``tests/test_kernels.py`` checks it against the kernel).
+    """
+    meta = attribution.meta
+    if attribution.method != "integrated_gradients" or meta.get("path", "layer") != "layer" or meta.get("baseline") != "other":
+        raise AttributionError("reversed_path takes per-layer IG with the other prompt's baseline (path='layer', baseline='other')")
+    if meta.get("method") in ("riemann_left", "riemann_right"):
+        raise AttributionError(f"the {meta['method']} rule is one-sided: read backwards it is the other rule; compute it instead")
+    flipped = {"input": "baseline", "baseline": "input"}[meta["context"]]
+    direction = "noising" if attribution.direction == "denoising" else "denoising"
+    completeness = None
+    if attribution.completeness is not None:
+        completeness = {kind: {name: (-value if name == "target" else value.clone()) for name, value in table.items()}
+                        for kind, table in attribution.completeness.items()}
+    profile = None if attribution.path_profile is None else {k: -v.flip(-1) for k, v in attribution.path_profile.items()}
+    return Attribution(attribution.method, direction,
+                       None if attribution.heads is None else -attribution.heads,
+                       None if attribution.neurons is None else -attribution.neurons,
+                       attribution.clean_metric.clone(), attribution.corrupted_metric.clone(),
+                       meta={**meta, "direction": direction, "context": flipped, "reversed_from": meta["context"]},
+                       completeness=completeness, path_profile=profile, seconds=0.0)
+
+
 @dataclass
 class _Runs:
     """The traced input and baseline runs, the run the rest of the network sits on, and the metrics."""
@@ -263,7 +296,7 @@ def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int
     name = hook_name(kind, layer)
     x = runs.input.cache[name]
     x0 = runs.baseline.cache[name] if baseline == "other" else torch.zeros_like(x)
-    target = _layer_target(model, setup, runs.context, layer, name, x0, x, steps_per_pass)
+    target = _layer_target(model, setup, runs, layer, name, x0, x, baseline, steps_per_pass)
     steps = n_steps
     while True:
         total, prof = _integrate(model, runs.context, layer, name, kind, x0, x, setup.metric, setup.batch,
@@ -283,16 +316,25 @@ def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int
 
 
 @torch.no_grad()
-def _layer_target(model, setup: Setup, context_run: Trace, layer: int, name: str, x0: Tensor, x: Tensor,
+def _layer_target(model, setup: Setup, runs: _Runs, layer: int, name: str, x0: Tensor, x: Tensor, baseline: str,
                   per_pass: int) -> Tensor:
-    """Completeness target: the metric with the whole layer at its input minus at its baseline value, per prompt
-    (both ends in one pass when ``per_pass`` allows two copies of the batch)."""
+    """Completeness target: the metric with the whole layer at its input minus at its baseline value, per prompt.
+
+    With the other prompt's baseline, one end is the context run itself (the layer at its own value), whose metric
+    is already known: only the other end is run. With the zero baseline both ends are run (in one pass when
+    ``per_pass`` allows two copies of the batch)."""
     P = len(setup.batch)
+    if baseline == "other":
+        own = setup.metric(runs.context.final, setup.batch).double()
+        other = x if runs.context is runs.baseline else x0
+        final = run_from(model, runs.context, layer, 1, [(name, functools.partial(_replace, value=other))], last=setup.batch.last)
+        moved = setup.metric(final.view(1, P, -1), setup.batch)[0].double()
+        return moved - own if runs.context is runs.baseline else own - moved
     ends = [x0, x]
     at = []
     for start in range(0, 2, min(2, per_pass)):
         chunk = ends[start:start + per_pass]
-        final = run_from(model, context_run, layer, len(chunk), [(name, functools.partial(_replace, value=torch.cat(chunk)))],
+        final = run_from(model, runs.context, layer, len(chunk), [(name, functools.partial(_replace, value=torch.cat(chunk)))],
                          last=setup.batch.last)
         at.append(setup.metric(final.view(len(chunk), P, -1), setup.batch))
     at = torch.cat(at)

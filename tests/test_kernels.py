@@ -17,7 +17,7 @@ from transformer_lens import patching as tl_patching
 
 from ig_ap.atp import attribution_patching
 from ig_ap.attribution import AttributionError
-from ig_ap.ig import integrated_gradients, quadrature
+from ig_ap.ig import integrated_gradients, quadrature, reversed_path
 from ig_ap.models import load_model
 from ig_ap.patching import activation_patching, top_neurons
 from ig_ap.tasks import make_dataset
@@ -155,6 +155,17 @@ def test_ig_swapped_in_the_same_context_is_exactly_negated(setup):
     backward = integrated_gradients(model, batch, direction="noising", n_steps=10, context="baseline", progress=False)
     for kind in ("heads", "neurons"):
         torch.testing.assert_close(backward[kind], -forward[kind], rtol=0, atol=1e-5)
+    # reversed_path reads one from the other without running the model: scores, targets, errors, profiles
+    read = reversed_path(backward)
+    assert (read.direction, read.meta["context"]) == ("denoising", "input")
+    for kind in ("heads", "neurons"):
+        torch.testing.assert_close(read[kind], forward[kind], rtol=0, atol=1e-5)
+        for name in ("target", "error"):
+            torch.testing.assert_close(read.completeness[kind][name], forward.completeness[kind][name], rtol=0, atol=1e-5)
+        torch.testing.assert_close(read.path_profile[kind], forward.path_profile[kind], rtol=0, atol=1e-5)
+    torch.testing.assert_close(read.clean_metric, forward.clean_metric)
+    with pytest.raises(AttributionError, match="one-sided"):
+        reversed_path(integrated_gradients(model, batch, n_steps=4, method="riemann_left", context="baseline", progress=False))
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
