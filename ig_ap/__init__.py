@@ -28,7 +28,8 @@ Modules, one idea each, on floors: a module imports from its own floor or those 
    - :mod:`ig_ap.patching`: activation patching of every head and neuron.
    - :mod:`ig_ap.ig`: integrated gradients per layer, with completeness and path profiles, and along
      the whole network (each component's conductance).
-   - :mod:`ig_ap.atp`: attribution patching, the first-order estimate of patching.
+   - :mod:`ig_ap.atp`: attribution patching, the first-order estimate of patching, and AtP* (its QK fix and
+     GradDrop).
    - :mod:`ig_ap.ablation`: faithfulness of component sets (and MIB's CPR and CMD of circuits), joint
      versus single patches.
 
@@ -58,11 +59,11 @@ from ig_ap.tasks import Task, make_dataset  # noqa: E402
 from ig_ap.attribution import Attribution  # noqa: E402
 from ig_ap.patching import activation_patching  # noqa: E402
 from ig_ap.ig import integrated_gradients  # noqa: E402
-from ig_ap.atp import attribution_patching  # noqa: E402
+from ig_ap.atp import atp_star, attribution_patching  # noqa: E402
 
 __all__ = [
     "EMBEDDED", "ModelInfo", "load_model", "model_info", "tokenize",
     "Task", "make_dataset",
-    "Attribution", "activation_patching", "integrated_gradients", "attribution_patching",
+    "Attribution", "activation_patching", "integrated_gradients", "attribution_patching", "atp_star",
     "__version__",
 ]

@@ -155,6 +155,7 @@ def run_from(
     copies: int,
     fwd_hooks: Sequence[Hook] = (),
     last: Int[Tensor, "prompt"] | None = None,
+    until: str | None = None,
 ) -> Float[Tensor, "row vocab"]:
     """Run blocks ``layer`` … end on ``copies`` copies of the traced batch; logits at each row's last token.
 
@@ -162,8 +163,12 @@ def run_from(
     compute from there). With a traced prefix, only the positions after it are run (hooks
     see those positions only) and ``last`` is still counted from position 0. Row ``c * P +
     p`` is copy ``c`` of prompt ``p``: ``.view(copies, P, vocab)`` gives what a task metric
-    reads. Gradients flow when the caller enables them.
+    reads. Gradients flow when the caller enables them. ``until``: a hook point of block
+    ``layer`` (``"blocks.3.attn.hook_pattern"``): the pass stops there and returns that
+    activation (after the hooks on it), so only the part of the block below it is computed.
     """
+    if until is not None:
+        return _run_until(model, trace, layer, copies, fwd_hooks, until)
     n_prompts = trace.n_prompts
     resid = trace.resid_pre(layer)
     hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
@@ -183,6 +188,36 @@ def run_from(
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, (last - trace.prefix).to(x.device).repeat(copies)][:, None]
         return model.unembed(model.ln_final(x))[:, -1] if last is not None else model.unembed(model.ln_final(x))
+
+
+class _Reached(Exception):
+    """Raised by the hook at ``until`` to stop a pass there, carrying the activation."""
+
+    def __init__(self, value: Tensor):
+        super().__init__("reached")
+        self.value = value
+
+
+def _stop(activation, hook):
+    raise _Reached(activation)
+
+
+def _run_until(model, trace: Trace, layer: int, copies: int, fwd_hooks: Sequence[Hook], until: str) -> Tensor:
+    if not until.startswith(f"blocks.{layer}."):
+        raise ValueError(f"until={until!r} is not a hook point of block {layer}")
+    resid = trace.resid_pre(layer)
+    hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
+    kv = PrefixCache(trace.prefix_kv, copies, [layer]) if trace.prefix else None
+    args = _widen(trace.block_inputs[layer][0][1:], trace.n_prompts, copies, kv)
+    kwargs = _widen(trace.block_inputs[layer][1], trace.n_prompts, copies, kv)
+    if "use_cache" in kwargs:
+        kwargs = {**kwargs, "use_cache": False}
+    try:
+        with model.hooks(fwd_hooks=list(fwd_hooks) + [(until, _stop)]):
+            model.blocks[layer](hidden, *args, **kwargs)
+    except _Reached as reached:
+        return reached.value
+    raise ValueError(f"the pass through block {layer} never reached {until!r}")
 
 
 MEMORY_MB = 1024

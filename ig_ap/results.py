@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ig_ap
-from ig_ap.atp import attribution_patching
+from ig_ap.atp import atp_star, attribution_patching
 from ig_ap.attribution import SPEED_OPTIONS, Attribution
 from ig_ap.ig import integrated_gradients
 from ig_ap.models import model_info
@@ -193,6 +193,7 @@ KERNELS: dict[str, Callable[..., Attribution]] = {
     "ap": activation_patching,
     "ig": integrated_gradients,
     "atp": attribution_patching,
+    "atp*": atp_star,
 }
 """The attribution kernels by short name."""
 
@@ -247,7 +248,7 @@ def compute(model, dataset, kernel: str, direction: str = "denoising", *, direct
             read_only: bool = False, **options) -> Attribution:
     """Run one kernel on all of a dataset's prompts, or load the result from the cache.
 
-    ``kernel``: ``"ap"``, ``"ig"`` or ``"atp"`` (:data:`KERNELS`); every other keyword goes
+    ``kernel``: ``"ap"``, ``"ig"``, ``"atp"`` or ``"atp*"`` (:data:`KERNELS`); every other keyword goes
     to the kernel unchanged (``components``, ``n_steps``, ``method``, ``layers``, ...) and,
     except those that change only the speed (:data:`~ig_ap.attribution.SPEED_OPTIONS`),
     into the key with the model, task, variant, seed and size of the dataset

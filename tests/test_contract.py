@@ -40,6 +40,8 @@ OPTION_VALUES = {
     "segments": 2,
     "tolerance": 0.5,
     "max_steps": 8,
+    "qk_fix": False,
+    "grad_drop": False,
 }
 NOT_OPTIONS = {"model", "batch", "metric", "direction"}
 
@@ -101,7 +103,7 @@ def test_atp_and_every_kernel_take_progress_layers_and_chunks(tiny_llama, name):
     full = kernel(tiny_llama, batch, progress=False, **extra)
     some = kernel(tiny_llama, batch, progress=False, layers=[1], internal_batch_size=2, share_prefix=False, memory_mb=16,
                   device="cpu", meta={"run": 1}, **extra)
-    assert some.meta["run"] == 1 and some.meta["rows_per_pass"] == (2 if name == "atp" else 5)  # AtP: prompts
+    assert some.meta["run"] == 1 and some.meta["rows_per_pass"] == (2 if name.startswith("atp") else 5)  # AtP, AtP*: prompts
     for kind in ("heads", "neurons"):
         left_out = some[kind][:, [0, 2]]
         assert left_out.isnan().all(), f"{name} {kind}: a layer not computed must be NaN, not 0"

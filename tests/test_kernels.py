@@ -10,12 +10,14 @@ All on the tiny random models, several seeds, both directions.
 
 from dataclasses import replace
 
+import functools
+
 import pytest
 import torch
 from captum.attr import LayerConductance, LayerIntegratedGradients
 from transformer_lens import patching as tl_patching
 
-from ig_ap.atp import attribution_patching
+from ig_ap.atp import atp_star, attribution_patching
 from ig_ap.attribution import AttributionError
 from ig_ap.ig import integrated_gradients, quadrature, reversed_path
 from ig_ap.models import load_model
@@ -332,3 +334,117 @@ def test_network_ig_is_complete_at_the_embeddings_negates_with_the_direction_and
         integrated_gradients(model, batch, path="network", method="gausslegendre", progress=False)
     with pytest.raises(AttributionError, match="path must be"):
         integrated_gradients(model, batch, path="everything", progress=False)
+
+
+# --------------------------------------------------------------------------- AtP*
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_atp_star_with_both_fixes_off_is_atp_exactly(setup, direction):
+    model, batch = setup
+    atp = attribution_patching(model, batch, direction=direction, progress=False)
+    plain = atp_star(model, batch, direction=direction, qk_fix=False, grad_drop=False, progress=False)
+    for kind in ("heads", "neurons"):
+        assert torch.equal(plain[kind], atp[kind])
+    assert plain.method == "attribution_patching"
+
+
+def _dropped_atp(model, batch, direction, dropped: int, kind: str):
+    """AtP with block ``dropped``'s attention and MLP outputs cut from the backward pass, by plain hooks on full
+    forward passes (no prefix sharing, no copies): the reference for GradDrop's per-block estimates."""
+    from ig_ap.attribution import hook_name
+
+    base, source = _base_and_source(batch, direction)
+    names = [hook_name(kind, l) for l in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(source, names_filter=lambda n: n in names)
+    kept = {}
+
+    def keep(act, hook, name):
+        kept[name] = act
+        return act
+
+    cut = lambda act, hook: act.detach()  # noqa: E731
+    hooks = [(n, functools.partial(keep, name=n)) for n in names] + [(f"blocks.{dropped}.hook_attn_out", cut), (f"blocks.{dropped}.hook_mlp_out", cut)]
+    with torch.enable_grad():
+        logits = model.run_with_hooks(base, fwd_hooks=hooks, return_type="logits")
+        grads = torch.autograd.grad(batch.score(logits).sum(), [kept[n] for n in names], allow_unused=True)
+    summed = (1, 3) if kind == "heads" else (1,)
+    return torch.stack([((cache[n] - kept[n].detach()) * (torch.zeros_like(kept[n]) if g is None else g)).sum(dim=summed)
+                        for n, g in zip(names, grads)], 1)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_grad_drop_is_the_papers_mean_of_dropped_estimates(tiny_llama, direction):
+    """GradDrop = (1/(L−1)) Σ_ℓ |AtP with block ℓ's gradient dropped|, each estimate recomputed by hand."""
+    batch = make_dataset("ioi", tiny_llama, n=3, seed=0).batch()
+    star = atp_star(tiny_llama, batch, direction=direction, qk_fix=False, progress=False)
+    L = tiny_llama.cfg.n_layers
+    for kind in ("heads", "neurons"):
+        dropped = torch.stack([_dropped_atp(tiny_llama, batch, direction, layer, kind) for layer in range(L)])
+        for layer in range(L):  # a component's own block cut: no gradient reaches it
+            assert dropped[layer][:, layer].abs().max() == 0
+        torch.testing.assert_close(star[kind], dropped.abs().sum(0) / (L - 1), rtol=1e-4, atol=1e-6)
+        assert (star[kind] >= 0).all()
+
+
+def test_qk_fix_moves_atp_towards_ap_where_attention_saturates():
+    """A model built so that a layer-0 head reaches layer 1's queries and keys only through the residual stream
+    (layer 0's MLP writes nothing) and layer 1's attention saturates (its queries × 8): the QK fix, the exact
+    pattern of layer 1, must remove a large part of AtP's error against AP for the layer-0 heads."""
+    errors = {"atp": 0.0, "qk": 0.0}
+    for seed in (0, 1, 2):
+        model = load_model("tiny-gpt2", seed=seed)
+        with torch.no_grad():
+            for name, weight in model.named_parameters():
+                if "h.0._original_component.mlp._original_component.c_proj" in name:
+                    weight.zero_()
+                if "h.1._original_component.attn.q._original_component" in name:
+                    weight *= 8
+                if "h.1._original_component.attn.qkv._original_component" in name:
+                    weight[..., :model.cfg.d_model] *= 8
+        batch = make_dataset("ioi", model, n=4, seed=0).batch()
+        for direction in DIRECTIONS:
+            ap = activation_patching(model, batch, direction=direction, components="heads", progress=False).heads[:, 0]
+            atp = attribution_patching(model, batch, direction=direction, components="heads", progress=False).heads[:, 0]
+            qk = atp_star(model, batch, direction=direction, components="heads", grad_drop=False, progress=False).heads[:, 0]
+            errors["atp"] += (atp - ap).abs().mean().item()
+            errors["qk"] += (qk - ap).abs().mean().item()
+    assert errors["qk"] < 0.7 * errors["atp"], errors
+
+
+def test_grad_drop_recovers_a_component_whose_paths_cancel():
+    """Hand-built cancellation: block 1's outputs scaled until one layer-0 neuron's indirect effect (through block 1)
+    cancels its direct effect, so AtP scores it 0 (ranked last). GradDrop, which drops block 1's gradient, sees its
+    direct effect and ranks it among the top. (AP of that neuron is small too here: the cancellation is real to
+    first order; GradDrop's purpose is to leave no such neuron unexamined.)"""
+    model = load_model("tiny-gpt2", seed=0)
+    batch = make_dataset("ioi", model, n=1, seed=0).batch()
+    params = dict(model.named_parameters())
+    block1 = {n: p.detach().clone() for n, p in params.items()
+              if "h.1._original_component" in n and ("attn.o._original" in n or "c_proj" in n)}
+
+    def atp_with_block1_scaled(k):
+        with torch.no_grad():
+            for n, v in block1.items():
+                params[n].copy_(v * k)
+        return attribution_patching(model, batch, components="neurons", progress=False).neurons[0, 0]
+
+    direct, scaled = atp_with_block1_scaled(0.0), atp_with_block1_scaled(3.0)  # k = 0: the direct path alone
+    flips = ((direct.sign() != scaled.sign()) & (direct.abs() > 0.3 * direct.abs().max())).nonzero().flatten()
+    assert len(flips), "no layer-0 neuron whose indirect effect can cancel its direct one"
+    neuron = flips[direct[flips].abs().argmax()].item()
+    low, high = 0.0, 3.0
+    for _ in range(40):  # bisect on k for AtP = 0
+        middle = (low + high) / 2
+        low, high = (middle, high) if atp_with_block1_scaled(middle)[neuron].sign() == direct[neuron].sign() else (low, middle)
+    atp = atp_with_block1_scaled((low + high) / 2)
+    grad_drop = atp_star(model, batch, components="neurons", qk_fix=False, progress=False).neurons[0, 0]
+    assert atp[neuron].abs() < 1e-5 * atp.abs().max()
+    assert (grad_drop > grad_drop[neuron]).sum() < 0.05 * grad_drop.numel()  # among the top 5%
+    assert grad_drop[neuron] > 0.3 * direct.abs().max()
+
+
+def test_atp_star_rejects_bad_options(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=2, seed=0).batch()
+    with pytest.raises(AttributionError, match="qk_fix must be True or False"):
+        atp_star(tiny_gpt2, batch, qk_fix="yes")
