@@ -12,7 +12,9 @@ On the embedded model (or ``--model``), one IOI batch, CPU by default:
 (e) IG along the whole network (``path="network"``: the conductance of every head and
     neuron of every layer, one batched pass over the path's points) vs Captum
     ``LayerConductance`` (one path per layer and kind), on a few layers, extrapolated;
-(f) per-layer IG of every layer, the same steps: what (e) replaces when every layer is wanted.
+(f) per-layer IG of every layer, the same steps: what (e) replaces when every layer is wanted;
+(g) AtP* of every head (QK fix and GradDrop; and the QK fix alone) vs TransformerLens's loop of
+    exact one-head patches (the AP it estimates), with each estimate's mean error against that AP.
 
 For each it prints the time, the ratio reference / ours, the floating-point work ours
 cannot avoid (the layers from the patched one up, the positions from the first one where
@@ -34,7 +36,7 @@ from dataclasses import replace
 
 import torch
 
-from ig_ap.atp import attribution_patching
+from ig_ap.atp import atp_star, attribution_patching
 from ig_ap.ig import integrated_gradients
 from ig_ap.models import load_model, model_info
 from ig_ap.patching import activation_patching
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--layers", type=int, nargs="*", default=None, help="layers for (b) and (c); default first, middle, last")
     parser.add_argument("--neuron-sample", type=int, default=12)
-    parser.add_argument("--only", default="abcdef", help="the comparisons to run, by letter (default all: abcdef)")
+    parser.add_argument("--only", default="abcdefg", help="the comparisons to run, by letter (default all: abcdefg)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -218,6 +220,36 @@ def main(argv=None) -> int:
         _, s = timed(lambda: integrated_gradients(model, batch, n_steps=args.steps, progress=False), args.device)
         report(f"(f) per-layer IG, {args.steps} steps, every layer (what (e) replaces)", s, 0.0,
                sum(floor_flops(info, P * args.steps, S, T, l, True) for l in range(info.n_layers)), f"(f) / (e) time: {s / ours_s:.1f}×")
+
+    # (g) AtP* of every head vs exact one-head patches (TransformerLens), and how far each estimate is from them.
+    if "g" in args.only:
+        from transformer_lens import patching as tl_patching
+
+        with torch.no_grad():
+            base_metric = batch.score(model(base, return_type="logits"))
+        per_prompt = []
+
+        def exact_heads():  # one head patched per pass, each prompt's effect kept
+            for p in range(P):
+                one = replace(batch, clean=batch.clean[p:p + 1], corrupted=batch.corrupted[p:p + 1], answers=batch.answers[p:p + 1],
+                              last=batch.last[p:p + 1])
+                _, one_cache = model.run_with_cache(one.clean)
+                per_prompt.append(tl_patching.get_act_patch_attn_head_out_all_pos(
+                    model, one.corrupted, one_cache, lambda logits, one=one, p=p: (one.score(logits) - base_metric[p]).mean()))
+            return torch.stack(per_prompt)
+
+        ap, ref_s = timed(exact_heads, args.device)
+        atp = attribution_patching(model, batch, components="heads", progress=False).heads
+        qk, qk_s = timed(lambda: atp_star(model, batch, components="heads", grad_drop=False, progress=False), args.device)
+        star, star_s = timed(lambda: atp_star(model, batch, components="heads", progress=False), args.device)
+        ap = ap.to(atp.device)
+        errors = {"AtP": (atp - ap).abs().mean(), "QK fix": (qk.heads - ap).abs().mean()}
+        magnitude = {"|AtP|": (atp.abs() - ap.abs()).abs().mean(), "AtP*": (star.heads - ap.abs()).abs().mean()}
+        note = (f"mean abs(estimate − AP) over heads and prompts: AtP {errors['AtP']:.4f}, QK fix {errors['QK fix']:.4f}; "
+                f"of magnitudes, abs(abs(AtP) − abs(AP)) {magnitude['|AtP|']:.4f}, abs(AtP* − abs(AP)) {magnitude['AtP*']:.4f}")
+        one_pass = floor_flops(info, P, S, T, 0, True) + floor_flops(info, P, S, T, 0, False)
+        report("(g) AtP*, QK fix alone, all heads", qk_s, ref_s, one_pass, "exact one-head patches (TransformerLens), per prompt")
+        report("(g) AtP*, QK fix and GradDrop, all heads", star_s, ref_s, (1 + info.n_layers) * one_pass, note)
 
     print("| kernel | reference | ours | speed-up | ours GFLOP/s | ours / floor | note |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
