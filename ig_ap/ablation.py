@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Hashable, Mapping, Sequence
 
 import torch
 from jaxtyping import Bool, Float
@@ -302,6 +302,79 @@ def circuit_sizes(total: int, fractions: Sequence[float] = MIB_FRACTIONS) -> tup
     return tuple(int(f * total) for f in fractions)
 
 
+def circuit_curves(
+    model,
+    batch,
+    rankings: Mapping[Hashable, tuple[Float[Tensor, "prompt layer component"], bool]],
+    kind: str,
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    memory_mb: float | None = None,
+) -> dict[Hashable, CircuitCurve]:
+    """MIB's faithfulness curves of node-level circuits, for several rankings of the same components at once.
+
+    The idea: a circuit at each size is the top ``int(fraction × N)`` of the ``N`` components
+    of ``kind`` with a score (never-computed, NaN, components are never kept and not counted),
+    kept while every other component of ``kind`` is patched from the corrupted run. Each
+    ranking, ``name: (scores, signed)``, orders the components by mean signed score
+    (``signed``: those that push the metric towards the clean run's first) or by mean |score|
+    (MIB's evaluation code's default). All rankings share the prompts, the empty circuit and the
+    full model, so their circuits are patched together, as many per pass as fit ``memory_mb``,
+    and the two runs are traced once. Circuits are chosen from the scores and scored on
+    ``batch``: pass scores from other prompts than ``batch`` to keep selection and test apart
+    (:func:`cross_fitted_curves`). These are node-level circuits (heads or neurons), not MIB's
+    edges: the numbers are not comparable with its leaderboard.
+    """
+    if not rankings:
+        raise ValueError("give at least one ranking (name: (scores, signed))")
+    sets, spans = [], {}
+    for name, (scores, signed) in rankings.items():
+        valid = ~scores.mean(0).isnan()
+        total = int(valid.sum())
+        if total == 0:
+            raise ValueError(f"no {kind} has a score in {name!r}: nothing to build a circuit from")
+        sizes = circuit_sizes(total, fractions)
+        spans[name] = (len(sets), sizes, total)
+        sets += [{kind: top_components(scores, k=k, signed=signed)} for k in sizes]
+    nothing = {kind: torch.zeros_like(next(iter(rankings.values()))[0].mean(0), dtype=torch.bool)}
+    patched = faithfulness(model, batch, sets + [nothing], ablation="corrupted", normalize="none", memory_mb=memory_mb)
+    empty = patched.metric[-1]
+    return {name: CircuitCurve(sizes, total, patched.metric[first:first + len(sizes)], empty, patched.clean)
+            for name, (first, sizes, total) in spans.items()}
+
+
+def cross_fitted_curves(
+    model,
+    batch,
+    rankings: Mapping[Hashable, tuple[Float[Tensor, "prompt layer component"], bool]],
+    kind: str,
+    split,
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    memory_mb: float | None = None,
+) -> dict[Hashable, CircuitCurve]:
+    """:func:`circuit_curves` with the circuits chosen on other prompts than those they are scored on, both ways.
+
+    ``split`` (:func:`ig_ap.analysis.selection_split`) halves the prompts: the circuits chosen
+    from the scores of one half are scored on the other, and the other way round, so every
+    prompt in a curve is scored by circuits chosen without it (cross-fitting). The scores
+    and ``batch`` hold every prompt; each curve's prompts are ``split.select`` then
+    ``split.test``. Each half needs at least one prompt.
+    """
+    halves = [split.select.tolist(), split.test.tolist()]
+    if not all(halves):
+        raise ValueError("cross-fitting needs prompts on both sides of the split")
+    scored_on = [circuit_curves(model, batch.select(scored), {name: (scores[chosen], signed) for name, (scores, signed) in rankings.items()},
+                                kind, fractions, memory_mb)
+                 for chosen, scored in (halves[::-1], halves)]
+    out = {}
+    for name in rankings:
+        first, second = scored_on[0][name], scored_on[1][name]
+        if first.sizes != second.sizes:  # both halves score the same components, so this cannot happen with one model
+            raise ValueError("the two halves' circuits have different sizes: the scores of the halves cover different components")
+        out[name] = CircuitCurve(first.sizes, first.total, torch.cat([first.metric, second.metric], 1),
+                                 torch.cat([first.empty, second.empty]), torch.cat([first.full, second.full]))
+    return out
+
+
 def circuit_faithfulness(
     model,
     batch,
@@ -311,26 +384,8 @@ def circuit_faithfulness(
     signed: bool = True,
     memory_mb: float | None = None,
 ) -> CircuitCurve:
-    """MIB's faithfulness curve of node-level circuits: the top components of ``kind`` by ``scores``, kept at each of
-    ``fractions`` of the components scored, every other component of ``kind`` patched from the corrupted run.
-
-    The circuit at each size is the top ``int(fraction × N)`` of the ``N`` components with
-    a score (never-computed, NaN, components are never kept and not counted), by mean
-    signed score (``signed``: the components that push the metric towards the clean run's
-    first) or by mean |score| (MIB's evaluation code's default). Circuits are chosen from
-    ``scores`` and scored on ``batch``: pass scores from other prompts than ``batch`` to keep
-    selection and test apart. These are node-level circuits (heads or neurons), not MIB's
-    edges: the numbers are not comparable with its leaderboard.
-    """
-    valid = ~scores.mean(0).isnan()
-    total = int(valid.sum())
-    if total == 0:
-        raise ValueError(f"no {kind} has a score: nothing to build a circuit from")
-    sizes = circuit_sizes(total, fractions)
-    sets = [{kind: top_components(scores, k=k, signed=signed)} for k in sizes]
-    nothing = {kind: torch.zeros_like(valid)}
-    patched = faithfulness(model, batch, sets + [nothing], ablation="corrupted", normalize="none", memory_mb=memory_mb)
-    return CircuitCurve(sizes, total, patched.metric[:-1], patched.metric[-1], patched.clean)
+    """MIB's faithfulness curve of the circuits of one ranking: :func:`circuit_curves` of ``{"": (scores, signed)}``."""
+    return circuit_curves(model, batch, {"": (scores, signed)}, kind, fractions, memory_mb)[""]
 
 
 def cross_fitted_circuits(
@@ -343,20 +398,5 @@ def cross_fitted_circuits(
     signed: bool = True,
     memory_mb: float | None = None,
 ) -> CircuitCurve:
-    """:func:`circuit_faithfulness` with the circuits chosen on other prompts than those they are scored on, both ways.
-
-    ``split`` (:func:`ig_ap.analysis.selection_split`) halves the prompts: the circuits chosen
-    from the scores of one half are scored on the other, and the other way round, so every
-    prompt in the curve is scored by circuits chosen without it (cross-fitting). ``scores``
-    and ``batch`` hold every prompt; the curve's prompts are ``split.select`` then
-    ``split.test``. Each half needs at least one prompt.
-    """
-    halves = [split.select.tolist(), split.test.tolist()]
-    if not all(halves):
-        raise ValueError("cross-fitting needs prompts on both sides of the split")
-    curves = [circuit_faithfulness(model, batch.select(scored), scores[chosen], kind, fractions, signed, memory_mb)
-              for chosen, scored in (halves[::-1], halves)]
-    if curves[0].sizes != curves[1].sizes:  # both halves score the same components, so this cannot happen with one model
-        raise ValueError("the two halves' circuits have different sizes: the scores of the halves cover different components")
-    return CircuitCurve(curves[0].sizes, curves[0].total, torch.cat([c.metric for c in curves], 1),
-                        torch.cat([c.empty for c in curves]), torch.cat([c.full for c in curves]))
+    """The cross-fitted curve of one ranking: :func:`cross_fitted_curves` of ``{"": (scores, signed)}``."""
+    return cross_fitted_curves(model, batch, {"": (scores, signed)}, kind, split, fractions, memory_mb)[""]

@@ -626,3 +626,31 @@ def test_cross_fitted_circuits_score_each_half_with_circuits_chosen_on_the_other
     torch.testing.assert_close(crossed.metric, torch.cat([first.metric, second.metric], 1))
     torch.testing.assert_close(crossed.full, ap.clean_metric[torch.cat([split.select, split.test])].to(crossed.full.dtype), rtol=0, atol=1e-4)
     assert crossed.faithfulness()[-1].item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_circuit_curves_of_several_rankings_at_once_equal_each_alone(tiny_llama):
+    """Several methods' circuits (heads and neurons, signed and by |score|) patched in shared passes give each method's
+    curve exactly as scoring it alone, cross-fitted or not."""
+    from ig_ap.ablation import circuit_faithfulness, circuit_curves, cross_fitted_circuits, cross_fitted_curves
+    from ig_ap.analysis import selection_split
+    from ig_ap.atp import attribution_patching
+    from ig_ap.patching import activation_patching
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_llama, n=4, seed=0).batch()
+    ap = activation_patching(tiny_llama, batch, direction="denoising", components="heads", progress=False)
+    atp = attribution_patching(tiny_llama, batch, direction="denoising", progress=False)
+    fractions = (0.05, 0.5, 1.0)
+    for kind, rankings in (("heads", {"AP": (ap.heads, True), "AtP": (atp.heads, False)}),
+                           ("neurons", {"AtP": (atp.neurons, True), "AtP, |score|": (atp.neurons, False)})):
+        together = circuit_curves(tiny_llama, batch, rankings, kind, fractions, memory_mb=1)  # one set per pass
+        split = selection_split(4, seed=1)
+        crossed = cross_fitted_curves(tiny_llama, batch, rankings, kind, split, fractions)
+        for name, (scores, signed) in rankings.items():
+            alone = circuit_faithfulness(tiny_llama, batch, scores, kind, fractions, signed=signed)
+            assert together[name].sizes == alone.sizes
+            torch.testing.assert_close(together[name].metric, alone.metric, rtol=0, atol=1e-5)
+            torch.testing.assert_close(together[name].empty, alone.empty, rtol=0, atol=1e-5)
+            alone = cross_fitted_circuits(tiny_llama, batch, scores, kind, split, fractions, signed=signed)
+            torch.testing.assert_close(crossed[name].metric, alone.metric, rtol=0, atol=1e-5)
+        assert not torch.allclose(together["AP" if kind == "heads" else "AtP"].metric, together["AtP" if kind == "heads" else "AtP, |score|"].metric)
