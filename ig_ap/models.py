@@ -29,6 +29,7 @@ a BOS token, a short id for file names, and its shape.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import io
 import json
@@ -108,8 +109,12 @@ def load_model(
     """Load ``name`` as a ``TransformerBridge`` ready for the attribution kernels.
 
     Args:
-        name: ``"smollm2-135m"``, ``"tiny-gpt2"``, ``"tiny-llama"``, or a model name
-            TransformerLens supports (``"gpt2"``, ``"gpt2-small"``, a Hugging Face id).
+        name: ``"smollm2-135m"``, ``"tiny-gpt2"``, ``"tiny-llama"``, a model name
+            TransformerLens supports (``"gpt2"``, ``"gpt2-small"``, a Hugging Face id), or the
+            path of a checkpoint folder in Hugging Face's format (``config.json``, the weights,
+            the tokenizer's files), loaded offline, of an architecture TransformerLens's bridge
+            supports. A folder's results are cached under :func:`checkpoint_id`: its name and
+            the hash of its config and weights, so a retrained checkpoint never reads stale results.
         device: where to put the model; ``None`` picks CUDA when available, else CPU.
         dtype: parameter dtype (float32 by default; the reference checks assume it).
         seed: weights of the tiny random models (ignored for trained models).
@@ -133,12 +138,24 @@ def load_model(
         hf_model, tokenizer = _build_tiny_hf(name, seed)
         hf_model = hf_model.to(dtype)
         hf_name, model_id, prepend_bos = name, f"{name}-s{seed}", False
+    elif Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser().resolve()
+        hf_model, tokenizer = _load_folder_hf(folder, dtype)
+        hf_name, model_id, prepend_bos = str(folder), checkpoint_id(folder), None
     else:
         hf_name = resolve_hub_name(name)
         hf_model, tokenizer = _load_hub_hf(name, hf_name, dtype)
         model_id = hf_name.split("/")[-1].lower()
         prepend_bos = None  # decided by the bridge's config below
-    bridge = _boot_bridge(hf_name, hf_model, tokenizer, device, dtype)
+    try:
+        bridge = _boot_bridge(hf_name, hf_model, tokenizer, device, dtype)
+    except (ValueError, KeyError, NotImplementedError) as error:
+        if not Path(hf_name).is_dir():
+            raise
+        architecture = (getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])[0]
+        raise UnknownModelError(f"the checkpoint at {hf_name} holds a {architecture}, an architecture TransformerLens's bridge "
+                                "does not support; use one it does (GPT-2, Llama, Mistral, Qwen, Gemma, ...: "
+                                "transformer_lens.model_bridge.supported_architectures)") from None
     if prepend_bos is None:
         prepend_bos = bool(getattr(bridge.cfg, "default_prepend_bos", True))
     _one_bos_convention(bridge, prepend_bos)
@@ -439,6 +456,47 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def checkpoint_id(folder: str | Path) -> str:
+    """The id a checkpoint folder's results are cached under: its name and 12 hex digits of the SHA-256 of its
+    ``config.json`` and weight files (``*.safetensors``, ``*.bin``), so that two folders of one name, or one folder
+    retrained, never share results."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.name == "config.json" or path.suffix in (".safetensors", ".bin"):
+            digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in folder.name.lower()) or "checkpoint"
+    return f"{name}-{digest.hexdigest()[:12]}"
+
+
+def _load_folder_hf(folder: Path, dtype):
+    """A checkpoint folder's model and tokenizer, offline, with one line for each thing that is missing or wrong."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not (folder / "config.json").is_file():
+        raise ModelUnavailableError(f"{folder} has no config.json: it is not a Hugging Face checkpoint folder "
+                                    "(save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder))")
+    if not any(p.suffix in (".safetensors", ".bin") for p in folder.iterdir()):
+        raise ModelUnavailableError(f"{folder} has no weights (*.safetensors or *.bin); save them with model.save_pretrained(folder)")
+    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+    if not any((folder / f).is_file() for f in tokenizer_files):
+        raise ModelUnavailableError(f"{folder} has no tokenizer ({', '.join(tokenizer_files)}); "
+                                    "save the model's with tokenizer.save_pretrained(folder)")
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (ValueError, KeyError) as error:
+        raise UnknownModelError(f"the config of {folder} names an architecture transformers does not know "
+                                f"({str(error).splitlines()[0][:120]})") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager", local_files_only=True)
+    except ValueError as error:
+        architecture = (getattr(config, "architectures", None) or [config.model_type])[0]
+        raise UnknownModelError(f"the checkpoint at {folder} ({architecture}) is not a causal language model transformers "
+                                f"can load ({str(error).splitlines()[0][:120]})") from None
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return model, tokenizer
 
 
 def _load_hub_hf(name: str, hf_name: str, dtype):

@@ -170,3 +170,77 @@ def test_missing_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA: the error cannot happen here")
     with pytest.raises(ModelUnavailableError, match="device='cpu'"):
         load_model("tiny-gpt2", device="cuda")
+
+
+# ---- your own checkpoint: a Hugging Face folder on disk
+
+
+def _save_tiny(name: str, folder, seed: int = 0):
+    """A tiny random model and the embedded tokenizer saved as a Hugging Face checkpoint folder."""
+    hf_model, tokenizer = models._build_tiny_hf(name, seed)
+    hf_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_a_checkpoint_folder_round_trips(tmp_path, name):
+    """Saved to a folder and loaded by its path (offline), a model gives the in-memory model's AP and IG exactly."""
+    from ig_ap.ig import integrated_gradients
+    from ig_ap.patching import activation_patching
+    from ig_ap.tasks import make_dataset
+
+    folder = _save_tiny(name, tmp_path / "my-checkpoint")
+    loaded = load_model(str(folder), device="cpu")
+    in_memory = load_model(name, device="cpu")
+    info = models.model_info(loaded)
+    assert info.model_id.startswith("my-checkpoint-") and info.n_layers == in_memory.cfg.n_layers
+    batch = make_dataset("ioi", in_memory, n=3, seed=0).batch()  # the same token ids for both
+    for kernel in (lambda m: activation_patching(m, batch, components="heads", progress=False),
+                   lambda m: integrated_gradients(m, batch, n_steps=4, progress=False)):
+        ours, theirs = kernel(loaded), kernel(in_memory)
+        for kind in ("heads", "neurons"):
+            if getattr(ours, kind) is not None:
+                torch.testing.assert_close(ours[kind], theirs[kind], rtol=1e-5, atol=1e-6)
+    # the cache id follows the weights: another seed saved under the same name is another id
+    other = _save_tiny(name, tmp_path / "elsewhere" / "my-checkpoint", seed=1)
+    assert models.checkpoint_id(other) != models.checkpoint_id(folder)
+    assert models.checkpoint_id(folder) == info.model_id
+
+
+def test_a_bridge_loaded_by_the_user_works_everywhere(tmp_path):
+    """A TransformerBridge booted by hand (not through load_model) is accepted by the kernels and the datasets."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from ig_ap.atp import attribution_patching
+    from ig_ap.tasks import make_dataset
+
+    hf_model, tokenizer = models._build_tiny_hf("tiny-llama", 0)
+    bridge = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf_model, tokenizer=tokenizer, device="cpu")
+    assert not hasattr(bridge, "ig_ap_info")
+    batch = make_dataset("ioi", bridge, n=2, seed=0).batch()
+    result = attribution_patching(bridge, batch, progress=False)
+    assert result.heads.isfinite().all() and result.neurons.isfinite().all()
+
+
+def test_a_bad_checkpoint_folder_is_one_clear_line(tmp_path):
+    folder = _save_tiny("tiny-gpt2", tmp_path / "no-tokenizer")
+    for f in folder.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            f.unlink()
+    with pytest.raises(ModelUnavailableError, match="has no tokenizer") as error:
+        load_model(str(folder), device="cpu")
+    assert "\n" not in str(error.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelUnavailableError, match="no config.json"):
+        load_model(str(empty), device="cpu")
+    # an architecture the bridge does not support: a config transformers knows, TransformerLens does not
+    from transformers import XLNetConfig
+
+    odd = tmp_path / "odd"
+    AutoModelForCausalLM.from_config(XLNetConfig(d_model=16, n_layer=1, n_head=2, d_inner=32, vocab_size=100)).save_pretrained(odd)
+    models.embedded_tokenizer().save_pretrained(odd)
+    with pytest.raises(UnknownModelError, match="XLNetLMHeadModel") as error:
+        load_model(str(odd), device="cpu")
+    assert "\n" not in str(error.value)
