@@ -19,6 +19,8 @@ Modules, one idea each, on floors: a module imports from its own floor or those 
      embedded SmolLM2-135M, tiny random test models, or any TransformerLens name).
    - :mod:`ig_ap.tasks`: the four circuit tasks (IOI, Greater-Than, Gender-Bias,
      Capital-Country): prompt pairs, batches, per-prompt metrics on last-token logits.
+   - :mod:`ig_ap.task_files`: your own task, prompt pairs read from a CSV, JSONL or JSON file
+     (ours, auto-circuit's, EAP-IG's layouts), every row checked before any model runs.
    - :mod:`ig_ap.attribution`: the kernel contract: the result every kernel returns, the checked
      options they share, the two directions (:func:`~ig_ap.attribution.base_and_source`) and the
      options that change only speed (:data:`~ig_ap.attribution.SPEED_OPTIONS`).

@@ -130,7 +130,7 @@ class Batch:
     @property
     def metric(self) -> Callable[[Tensor, "Batch"], Tensor]:
         """The task's metric: ``metric(last-token logits [..., prompt, vocab], batch) -> [..., prompt]``."""
-        return METRICS[self.task]
+        return metric_of(self.task)
 
     def score(self, logits: Float[Tensor, "prompt pos vocab"], metric: Callable | None = None) -> Float[Tensor, "prompt"]:
         """The metric (the task's, or ``metric``) from full logits, read at each prompt's own last token."""
@@ -161,7 +161,7 @@ class TaskDataset:
 
     @property
     def metric(self) -> Callable[[Tensor, Batch], Tensor]:
-        return METRICS[self.task]
+        return metric_of(self.task)
 
     def batch(self, index: Sequence[int] | None = None) -> Batch:
         """The prompts at ``index`` (all by default) as one right-padded :class:`Batch`."""
@@ -245,6 +245,11 @@ METRICS: dict[Task, Callable[[Tensor, Batch], Tensor]] = {
     Task.GENDER_BIAS: logit_diff,
     Task.CAPITAL_COUNTRY: logit_diff,
 }
+
+
+def metric_of(task) -> Callable[[Tensor, Batch], Tensor]:
+    """The metric of a built-in :class:`Task`, or of a task read from a file (:class:`ig_ap.task_files.FileTask`)."""
+    return METRICS[task] if isinstance(task, Task) else task.metric
 
 
 def normalized(
@@ -460,14 +465,16 @@ _GENERATORS = {
 }
 
 
-def make_dataset(task: Task | str, model, n: int = 100, seed: int = 0, **options) -> TaskDataset:
+def make_dataset(task: Task | str, model, n: int | None = None, seed: int = 0, **options) -> TaskDataset:
     """Build ``n`` prompt pairs of ``task`` for ``model``'s tokenizer, reproducibly from ``seed``.
 
     Args:
         task: a :class:`Task` or its name (``"ioi"``, ``"greater_than"``, ``"gender_bias"``,
-            ``"capital_country"``).
+            ``"capital_country"``), or the path of a task file (``.csv``, ``.jsonl``, ``.json``:
+            :func:`ig_ap.task_files.load_task_file`, whose ``n=None`` reads every row and whose
+            options ``metric`` and ``on_bad_rows`` pass through).
         model: a bridge from :func:`ig_ap.models.load_model` (or its :class:`ModelInfo`).
-        n: number of prompt pairs, each different.
+        n: number of prompt pairs, each different (100 by default; a task file's rows, all by default).
         seed: the same seed gives the same dataset.
         options: task options; IOI takes ``corruption="abc"`` (default), ``"abb"`` or ``"swap"``
             (:data:`IOI_CORRUPTIONS`).
@@ -476,7 +483,12 @@ def make_dataset(task: Task | str, model, n: int = 100, seed: int = 0, **options
         TaskError: unknown task, ``n`` < 1 or more than the task can give without repeats,
             or a tokenizer that leaves too few usable names, years or words.
     """
+    from ig_ap import task_files  # it builds on this module
+
+    if task_files.is_task_file(task):
+        return task_files.load_task_file(task, model, n=n, seed=seed, **options)
     task = Task.parse(task)
+    n = 100 if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise TaskError(f"n must be a positive int, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -1,0 +1,126 @@
+"""Tasks from files: each layout reads into the dataset the built-in generator gives; every bad row is one line."""
+
+import csv
+import json
+import warnings
+
+import pytest
+import torch
+
+from ig_ap.results import compute_key
+from ig_ap.task_files import FileTask, answer_logit_diff, load_task_file
+from ig_ap.tasks import TaskError, logit_diff, make_dataset
+
+
+@pytest.fixture(scope="module")
+def ioi(tiny_gpt2):
+    return make_dataset("ioi", tiny_gpt2, n=6, seed=0)
+
+
+def _rows(data):
+    return [(c, k, a[0], a[1]) for c, k, a in zip(data.clean_prompts, data.corrupted_prompts, data.answer_strings)]
+
+
+def _write(path, layout, rows, tokenizer=None):
+    if layout == "ours.csv":
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["clean", "corrupted", "answer", "wrong"])
+            w.writerows(rows)
+    elif layout == "ours.jsonl":
+        path.write_text("".join(json.dumps({"clean": c, "corrupted": k, "answer": a, "wrong": w}) + "\n" for c, k, a, w in rows))
+    elif layout == "auto-circuit.json":
+        path.write_text(json.dumps({"prompts": [{"clean": c, "corrupt": k, "answers": [a], "wrong_answers": [w]} for c, k, a, w in rows]}))
+    else:  # EAP-IG's IOI layout: an unnamed index column, token ids
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["", "clean", "corrupted", "corrupted_hard", "correct_idx", "incorrect_idx"])
+            for i, (c, k, a, wrong) in enumerate(rows):
+                ids = [tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in (a, wrong)]
+                w.writerow([i, c, k, k, *ids])
+    return path
+
+
+@pytest.mark.parametrize("layout", ["ours.csv", "ours.jsonl", "auto-circuit.json", "eap-ig.csv"])
+def test_each_layout_reads_the_built_in_prompts_back(tmp_path, tiny_gpt2, ioi, layout):
+    path = _write(tmp_path / f"pairs.{layout.split('.')[-1]}", layout, _rows(ioi), tiny_gpt2.tokenizer)
+    data = load_task_file(path, tiny_gpt2)
+    assert data.clean_ids == ioi.clean_ids and data.corrupted_ids == ioi.corrupted_ids
+    assert torch.equal(data.answers, ioi.answers)
+    batch, built_in = data.batch(), ioi.batch()
+    logits = torch.randn(len(batch), tiny_gpt2.cfg.d_vocab)
+    torch.testing.assert_close(batch.metric(logits, batch), logit_diff(logits, built_in))  # one answer each: the same metric
+    assert isinstance(data.task, FileTask) and data.task.title == "pairs"
+
+
+def test_several_answers_are_averaged_and_prob_diff_is_a_choice(tmp_path, tiny_gpt2):
+    path = _write(tmp_path / "two.csv", "ours.csv", [("When Mary and John went out, John gave it to",
+                                                      "When Mary and John went out, Anne gave it to", " Mary| Anne", " John")])
+    data = load_task_file(path, tiny_gpt2)
+    tok = tiny_gpt2.tokenizer
+    ids = [tok(x, add_special_tokens=False)["input_ids"][0] for x in (" Mary", " Anne", " John")]
+    assert data.answers.tolist() == [[ids[0], ids[1], ids[2], -1]]
+    logits = torch.randn(1, tiny_gpt2.cfg.d_vocab)
+    expected = (logits[0, ids[0]] + logits[0, ids[1]]) / 2 - logits[0, ids[2]]
+    assert answer_logit_diff(logits, data.batch()).item() == pytest.approx(expected.item(), abs=1e-5)
+    probs = load_task_file(path, tiny_gpt2, metric="prob_diff")
+    p = logits.softmax(-1)[0]
+    assert probs.batch().metric(logits, probs.batch()).item() == pytest.approx((p[ids[0]] + p[ids[1]] - p[ids[2]]).item(), abs=1e-6)
+
+
+BAD = {
+    "lengths": ("When Mary and John went out, John gave it to", "When Mary and John went out, Christopher Robinson gave it to", " Mary", " John", "tokens and the corrupted one"),
+    "answer": ("When Mary and John went out, John gave it to", "When Mary and John went out, Anne gave it to", " Maryanne-Louise", " John", "is 5 tokens"),
+    "empty": ("", "When Mary and John went out, Anne gave it to", " Mary", " John", "clean prompt is empty"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_every_bad_row_is_one_line_naming_the_file_row_and_fix(tmp_path, tiny_gpt2, ioi, kind):
+    good = _rows(ioi)[:3]
+    path = _write(tmp_path / "pairs.csv", "ours.csv", good[:2] + [BAD[kind][:4]] + good[2:])
+    with pytest.raises(TaskError, match=BAD[kind][4]) as error:
+        load_task_file(path, tiny_gpt2)
+    message = str(error.value)
+    assert "\n" not in message and "pairs.csv, row 3" in message and "on_bad_rows='drop'" in message
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_task_file(path, tiny_gpt2, on_bad_rows="drop")
+    assert len(data) == 3 and data.extra["dropped"][0]["row"] == 3 and "dropped 1 of 4 rows" in str(caught[0].message)
+
+
+def test_duplicates_unknown_columns_and_foreign_token_ids_are_refused(tmp_path, tiny_gpt2, ioi):
+    rows = _rows(ioi)[:2]
+    with pytest.raises(TaskError, match="row 3: the same pair and answers as row 1"):
+        load_task_file(_write(tmp_path / "dup.csv", "ours.csv", rows + rows[:1]), tiny_gpt2)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("clean,corrupted,answer,wrong,weight\na,b,c,d,1\n")
+    with pytest.raises(TaskError, match="unknown column.*weight"):
+        load_task_file(odd, tiny_gpt2)
+    eap = _write(tmp_path / "eap.csv", "eap-ig.csv", rows, tiny_gpt2.tokenizer)
+    text = eap.read_text().splitlines()
+    text[1] = ",".join(text[1].split(",")[:-2] + ["128000", text[1].split(",")[-1]])  # a Llama-3 id: not in this vocabulary
+    eap.write_text("\n".join(text) + "\n")
+    with pytest.raises(TaskError, match="row 1: token id 128000 is outside the vocabulary"):
+        load_task_file(eap, tiny_gpt2)
+
+
+def test_a_task_file_is_keyed_by_its_content_not_its_path(tmp_path, tiny_gpt2, ioi):
+    rows = _rows(ioi)
+    first = load_task_file(_write(tmp_path / "a.csv", "ours.csv", rows), tiny_gpt2)
+    (tmp_path / "elsewhere").mkdir()
+    moved = load_task_file(_write(tmp_path / "elsewhere" / "b.csv", "ours.csv", rows), tiny_gpt2)
+    edited = load_task_file(_write(tmp_path / "c.csv", "ours.csv", rows[:-1]), tiny_gpt2)
+    key = lambda d: compute_key(tiny_gpt2, d, "ap", components=("heads",))  # noqa: E731
+    assert key(first) == key(moved) and key(first) != key(edited)
+    sample = make_dataset(tmp_path / "a.csv", tiny_gpt2, n=3, seed=1)  # make_dataset takes the path too
+    assert len(sample) == 3 and key(sample) != key(first)
+
+
+def test_a_kernel_runs_on_a_task_file(tmp_path, tiny_gpt2, ioi):
+    from ig_ap.patching import activation_patching
+
+    data = load_task_file(_write(tmp_path / "pairs.jsonl", "ours.jsonl", _rows(ioi)), tiny_gpt2)
+    ours = activation_patching(tiny_gpt2, data.batch(), components="heads", progress=False)
+    theirs = activation_patching(tiny_gpt2, ioi.batch(), components="heads", progress=False)
+    torch.testing.assert_close(ours.heads, theirs.heads)
