@@ -135,6 +135,7 @@ def _drop_gradient(activation, hook, rows):
 
 
 def _attribute(model, batch, metric, direction, components, qk_fix: bool, grad_drop: bool, **shared) -> Attribution:
+    """AtP, with AtP*'s fixes where asked: the one pass of the base run (1 + L copies with GradDrop), then the QK fix."""
     setup = prepare(model, batch, metric, direction, components, **shared)
     info, metric, batch = setup.info, setup.metric, setup.batch
     L = info.n_layers

@@ -43,6 +43,7 @@ import random
 import sys
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -522,14 +523,33 @@ def make_dataset(task: Task | str, model, n: int | None = None, seed: int = 0, *
     )
 
 
-def parse_tasks(tasks: "str | Sequence[Task | str]") -> list[Task]:
-    """Tasks named by a chapter parameter: ``"all"``, one name, comma-separated names or a list."""
+def parse_tasks(tasks: "str | Sequence[Task | str]") -> list[Task | str]:
+    """Tasks named by a chapter parameter: ``"all"``, one name, comma-separated names or a list; a task file's path
+    (``.csv``, ``.jsonl``, ``.json``) stands for itself (:func:`make_dataset` reads it)."""
+    from ig_ap.task_files import is_task_file  # it builds on this module
+
     if isinstance(tasks, str):
-        tasks = list(Task) if tasks.strip().lower() == "all" else [t for t in tasks.split(",") if t.strip()]
-    parsed = [Task.parse(t) for t in tasks]
+        tasks = list(Task) if tasks.strip().lower() == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
+    parsed = []
+    for task in tasks:
+        if is_task_file(task):
+            if not Path(str(task)).expanduser().is_file():
+                raise TaskError(f"{task}: no such task file")
+            parsed.append(str(task))
+        else:
+            parsed.append(Task.parse(task))
     if not parsed:
         raise TaskError("no task given; name one or more of " + ", ".join(t.value for t in Task) + ", or 'all'")
     return list(dict.fromkeys(parsed))
+
+
+def task_title(task) -> str:
+    """How pages name a task: the built-in tasks' titles (:data:`TASK_TITLES`), a task file's stem."""
+    if isinstance(task, Task):
+        return TASK_TITLES[task]
+    if isinstance(task, (str, Path)):
+        return Path(task).stem
+    return task.title  # a FileTask
 
 
 def prompt_pair(model, clean: str, corrupted: str, answer: str, distractor: str, task: Task | str = Task.IOI) -> TaskDataset:
