@@ -141,3 +141,21 @@ def test_chapters_2_and_3_take_a_task_file_as_their_tasks(tmp_path):
         executed = book.execute_chapter(book.ROOT / "book" / f"{stem}.ipynb", tmp_path / "executed",
                                         book.profile_parameters("cpu", stem, parameters))
         assert "six_opposites" in executed.read_text(), stem
+
+
+def test_node_scores_in_eap_ig_names_are_the_results_means(tmp_path, tiny_gpt2, ioi):
+    """`python -m ig_ap.export scores.json`: each result's mean score per head under EAP-IG's node names, per neuron
+    under its MLP's name; an EAP-IG reader finds a0.h0 ... and m0 ..."""
+    from ig_ap import export, results
+
+    ap = results.compute(tiny_gpt2, ioi, "ap", directory=tmp_path, components=("heads",), progress=False)
+    ig = results.compute(tiny_gpt2, ioi, "ig", directory=tmp_path, n_steps=4, progress=False)
+    assert export.main(["--results", str(tmp_path), str(tmp_path / "scores.json")]) == 0
+    written = json.loads((tmp_path / "scores.json").read_text())["results"]
+    by_method = {r["method"]: r for r in written}
+    assert set(by_method) == {"ap", "ig"} and by_method["ig"]["format"] == export.NODE_SCORES_FORMAT
+    info = tiny_gpt2.cfg
+    assert len(by_method["ap"]["nodes"]) == info.n_layers * info.n_heads and by_method["ap"]["neurons"] == {}
+    assert by_method["ap"]["nodes"]["a1.h2"] == pytest.approx(ap.heads[:, 1, 2].mean().item(), abs=1e-6)
+    assert by_method["ig"]["neurons"]["m0"][5] == pytest.approx(ig.neurons[:, 0, 5].mean().item(), abs=1e-6)
+    assert by_method["ig"]["clean_metric"] == pytest.approx(ig.clean_metric.mean().item(), abs=1e-6)
