@@ -17,7 +17,9 @@ ours (``.csv``, ``.jsonl``)  columns ``clean, corrupted, answer, wrong`` and opt
 auto-circuit (``.json``)   ``{"prompts": [{"clean", "corrupt", "answers": [...], "wrong_answers": [...]}]}``
 EAP-IG (``.csv``)           ``clean, corrupted, correct_idx, incorrect_idx`` (token ids of the model's
                            tokenizer; its IOI files also hold ``corrupted_hard`` and an unnamed index
-                           column, which are read past)
+                           column, which are read past); or its Greater-Than file's ``clean, corrupted,
+                           label`` (the start year's last two digits), scored by the built-in
+                           Greater-Than metric for this tokenizer
 =========================  ======================================================================
 
 The metric: ``logit_diff`` is the mean logit of the answers minus the mean logit of the
@@ -47,12 +49,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ig_ap.models import ModelInfo, model_info
-from ig_ap.tasks import Batch, TaskDataset, TaskError, _Tok
+from ig_ap.tasks import Batch, TaskDataset, TaskError, _greater_than_variant, _Tok, prob_diff
 
 SUFFIXES = (".csv", ".jsonl", ".json")
 ON_BAD_ROWS = ("raise", "drop")
 OURS = ("clean", "corrupted", "answer", "wrong", "metric")
 EAP_IG = ("clean", "corrupted", "correct_idx", "incorrect_idx", "corrupted_hard")
+EAP_IG_GREATER_THAN = ("clean", "corrupted", "label")
+GREATER_THAN_LAYOUT = "EAP-IG Greater-Than"
 ANSWER_SEPARATOR = "|"
 
 
@@ -83,7 +87,9 @@ def _answer_mass(values: Tensor, batch: Batch, mean) -> Tensor:
     return right - wrong
 
 
-FILE_METRICS: dict[str, Callable[[Tensor, Batch], Tensor]] = {"logit_diff": answer_logit_diff, "prob_diff": answer_prob_diff}
+FILE_METRICS: dict[str, Callable[[Tensor, Batch], Tensor]] = {"logit_diff": answer_logit_diff, "prob_diff": answer_prob_diff,
+                                                              "greater_than": prob_diff}
+"""The metrics a task file may name; ``greater_than`` is the built-in Greater-Than's (EAP-IG's Greater-Than layout)."""
 
 
 @dataclass(frozen=True)
@@ -176,10 +182,17 @@ def load_task_file(
     rows, layout = _read(path, data.decode("utf-8-sig"), problems)
     info = model if isinstance(model, ModelInfo) else model_info(model)
     tok = _Tok(info)
-    metric = _metric_of(path, rows, metric)
+    candidates, gt_variant = None, None
+    if layout == GREATER_THAN_LAYOUT:
+        if metric not in (None, "greater_than"):
+            raise TaskError(f"{path}: EAP-IG's Greater-Than layout is scored by the Greater-Than metric; leave metric unset")
+        metric, (gt_variant, candidates) = "greater_than", _greater_than_variant(tok)
+    else:
+        metric = _metric_of(path, rows, metric)
     kept, seen = [], {}
     for row in rows:
-        checked = _check(row, tok, info, layout, problems)
+        checked = (_check_greater_than(row, tok, info, gt_variant, problems) if layout == GREATER_THAN_LAYOUT
+                   else _check(row, tok, info, layout, problems))
         if checked is None:
             continue
         fingerprint = (row.clean, row.corrupted, checked[2], checked[3])
@@ -210,8 +223,10 @@ def load_task_file(
         variant=f"{metric}-{'all' if n is None else f'sample{n}'}-{on_bad_rows}",
         clean_prompts=[r.clean for r, *_ in kept], corrupted_prompts=[r.corrupted for r, *_ in kept],
         clean_ids=[c for _, c, _, _, _ in kept], corrupted_ids=[k for _, _, k, _, _ in kept],
-        answers=torch.tensor([pad(a) + pad(w) for _, _, _, a, w in kept], dtype=torch.long),
-        answer_strings=[tuple(tok.tokenizer.decode([i]) for i in (*a, *w)) for _, _, _, a, w in kept],
+        answers=torch.tensor([pad(a) + pad(w) if candidates is None else list(a) for _, _, _, a, w in kept], dtype=torch.long),
+        answer_strings=[tuple(tok.tokenizer.decode([i]) for i in (*a, *w)) if candidates is None else
+                        ((f"> {a[0]:02d}", f"≤ {a[0]:02d}") if a[1] == 0 else (f"> {a[0]}", f"< {a[0]}")) for _, _, _, a, w in kept],
+        candidates=None if candidates is None else torch.tensor(candidates, dtype=torch.long),
         pad_id=tok.pad_id(), notes=notes,
         extra={"path": str(path), "sha256": task.sha256, "layout": layout, "rows": len(rows), "dropped": dropped,
                "row_numbers": [r.number for r, *_ in kept]},
@@ -254,6 +269,9 @@ def _read(path: Path, text: str, problems: _Problems) -> tuple[list[_Row], str]:
                 ids.append(int(value) if value.lstrip("-").isdigit() else value)
             rows.append(_Row(number, record.get("clean") or "", record.get("corrupted") or "", (ids[0],), (ids[1],)))
         return rows, "EAP-IG"
+    if set(named) == set(EAP_IG_GREATER_THAN):
+        return [_Row(number, record.get("clean") or "", record.get("corrupted") or "", ((record.get("label") or "").strip(),), ())
+                for number, record in enumerate(reader, 1)], GREATER_THAN_LAYOUT
     unknown = sorted(set(named) - set(OURS))
     if unknown:
         raise TaskError(f"{path}: unknown column(s) {', '.join(unknown)}; the columns are {', '.join(OURS)} (metric optional), "
@@ -339,6 +357,23 @@ def _check(row: _Row, tok: _Tok, info: ModelInfo, layout: str, problems: _Proble
             found.append(token)
         ids.append(tuple(found))
     return clean, corrupted, ids[0], ids[1]
+
+
+def _check_greater_than(row: _Row, tok: _Tok, info: ModelInfo, variant: str, problems: _Problems):
+    """A Greater-Than row (EAP-IG's ``clean, corrupted, label``, the label the clean start year's last two digits) as
+    the built-in Greater-Than's answers: ``(YY, 0)`` over two-digit year tokens, ``(tens digit, 1)`` over digits."""
+    for name, value in (("clean", row.clean), ("corrupted", row.corrupted)):
+        if not value.strip():
+            return problems(row.number, f"the {name} prompt is empty", f"write a {name} prompt")
+    label = row.answers[0]
+    if not label.isdigit() or not 0 <= int(label) <= 99:
+        return problems(row.number, f"label {label!r} is not a year's last two digits (0 … 99)", "write the clean start year's last two digits")
+    clean, corrupted = tok.ids(row.clean), tok.ids(row.corrupted)
+    if len(clean) != len(corrupted):
+        return problems(row.number, f"the clean prompt is {len(clean)} tokens and the corrupted one {len(corrupted)} for "
+                        f"{info.model_id}", "patching needs prompts of the same token length: change words of the same length")
+    yy = int(label)
+    return clean, corrupted, ((yy, 0) if variant == "two-digit" else (yy // 10, 1)), ()
 
 
 def _token_id(answer, tok: _Tok, info: ModelInfo) -> int | str:

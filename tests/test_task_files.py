@@ -159,3 +159,25 @@ def test_node_scores_in_eap_ig_names_are_the_results_means(tmp_path, tiny_gpt2, 
     assert by_method["ap"]["nodes"]["a1.h2"] == pytest.approx(ap.heads[:, 1, 2].mean().item(), abs=1e-6)
     assert by_method["ig"]["neurons"]["m0"][5] == pytest.approx(ig.neurons[:, 0, 5].mean().item(), abs=1e-6)
     assert by_method["ig"]["clean_metric"] == pytest.approx(ig.clean_metric.mean().item(), abs=1e-6)
+
+
+def test_eap_igs_greater_than_layout_reads_into_the_built_in_task(tmp_path, tiny_gpt2):
+    """EAP-IG's greater_than_data.csv layout (clean, corrupted, label): the built-in Greater-Than prompts written that way
+    read back with the built-in answers, candidates and metric for this tokenizer."""
+    import re
+
+    built_in = make_dataset("greater_than", tiny_gpt2, n=6, seed=0)
+    path = tmp_path / "greater_than_data.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["clean", "corrupted", "label"])
+        for clean, corrupted in zip(built_in.clean_prompts, built_in.corrupted_prompts):
+            w.writerow([clean, corrupted, int(re.search(r"year \d\d(\d\d) to", clean).group(1))])
+    data = load_task_file(path, tiny_gpt2)
+    assert data.clean_ids == built_in.clean_ids and torch.equal(data.answers, built_in.answers)
+    assert torch.equal(data.candidates, built_in.candidates)
+    logits = torch.randn(len(data), tiny_gpt2.cfg.d_vocab)
+    torch.testing.assert_close(data.batch().metric(logits, data.batch()), built_in.batch().metric(logits, built_in.batch()))
+    path.write_text("clean,corrupted,label\nThe war lasted from the year 1732 to the year 17,The war lasted from the year 1701 to the year 17,1732\n")
+    with pytest.raises(TaskError, match="row 1: label '1732' is not a year's last two digits"):
+        load_task_file(path, tiny_gpt2)
