@@ -169,25 +169,31 @@ def run_from(
     """
     if until is not None:
         return _run_until(model, trace, layer, copies, fwd_hooks, until)
-    n_prompts = trace.n_prompts
-    resid = trace.resid_pre(layer)
-    hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
-    layers = range(layer, len(model.blocks))
-    kv = PrefixCache(trace.prefix_kv, copies, layers) if trace.prefix else None
-    widened = {l: (_widen(trace.block_inputs[l][0][1:], n_prompts, copies, kv), _widen(trace.block_inputs[l][1], n_prompts, copies, kv))
-               for l in layers}
+    hidden, widened = _widened(trace, range(layer, len(model.blocks)), copies)
     with model.hooks(fwd_hooks=list(fwd_hooks)):
         x = hidden
         for l in range(layer, len(model.blocks)):
             args, kwargs = widened[l]
-            if "use_cache" in kwargs:
-                kwargs = {**kwargs, "use_cache": False}
             out = model.blocks[l](x, *args, **kwargs)
             x = out[0] if isinstance(out, tuple) else out
         if last is not None:
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, (last - trace.prefix).to(x.device).repeat(copies)][:, None]
         return model.unembed(model.ln_final(x))[:, -1] if last is not None else model.unembed(model.ln_final(x))
+
+
+def _widened(trace: Trace, layers: Sequence[int], copies: int) -> tuple[Tensor, dict[int, tuple[Any, dict]]]:
+    """The traced residual stream entering ``layers[0]``, repeated for ``copies`` copies, and each layer's block
+    arguments widened to match (the prefix cache shared; the blocks never write a cache of their own)."""
+    resid = trace.resid_pre(layers[0])
+    hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
+    kv = PrefixCache(trace.prefix_kv, copies, layers) if trace.prefix else None
+    calls = {}
+    for l in layers:
+        args = _widen(trace.block_inputs[l][0][1:], trace.n_prompts, copies, kv)
+        kwargs = _widen(trace.block_inputs[l][1], trace.n_prompts, copies, kv)
+        calls[l] = (args, {**kwargs, "use_cache": False} if "use_cache" in kwargs else kwargs)
+    return hidden, calls
 
 
 class _Reached(Exception):
@@ -205,13 +211,8 @@ def _stop(activation, hook):
 def _run_until(model, trace: Trace, layer: int, copies: int, fwd_hooks: Sequence[Hook], until: str) -> Tensor:
     if not until.startswith(f"blocks.{layer}."):
         raise ValueError(f"until={until!r} is not a hook point of block {layer}")
-    resid = trace.resid_pre(layer)
-    hidden = resid.repeat(copies, 1, 1) if copies > 1 else resid
-    kv = PrefixCache(trace.prefix_kv, copies, [layer]) if trace.prefix else None
-    args = _widen(trace.block_inputs[layer][0][1:], trace.n_prompts, copies, kv)
-    kwargs = _widen(trace.block_inputs[layer][1], trace.n_prompts, copies, kv)
-    if "use_cache" in kwargs:
-        kwargs = {**kwargs, "use_cache": False}
+    hidden, widened = _widened(trace, [layer], copies)
+    args, kwargs = widened[layer]
     try:
         with model.hooks(fwd_hooks=list(fwd_hooks) + [(until, _stop)]):
             model.blocks[layer](hidden, *args, **kwargs)
