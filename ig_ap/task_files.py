@@ -15,11 +15,13 @@ ours (``.csv``, ``.jsonl``)  columns ``clean, corrupted, answer, wrong`` and opt
                            answers in a CSV cell are separated by ``|`` (spaces are kept: write
                            ``" Mary| Anne"``), in JSONL they may be lists
 auto-circuit (``.json``)   ``{"prompts": [{"clean", "corrupt", "answers": [...], "wrong_answers": [...]}]}``
-EAP-IG (``.csv``)           ``clean, corrupted, correct_idx, incorrect_idx`` (token ids of the model's
-                           tokenizer; its IOI files also hold ``corrupted_hard`` and an unnamed index
-                           column, which are read past); or its Greater-Than file's ``clean, corrupted,
-                           label`` (the start year's last two digits), scored by the built-in
-                           Greater-Than metric for this tokenizer
+EAP-IG (``.csv``)           its IOI files' ``clean, corrupted, correct_idx, incorrect_idx`` (token ids of the
+                           model's tokenizer; ``corrupted_hard`` and an unnamed index column are read
+                           past); its Gender-Bias files' ``clean_answer_idx, corrupted_answer_idx`` (and
+                           ``label``); its Capital-Country (``fact-retrieval-comma``) files' ``country_idx,
+                           corrupted_country_idx`` (and the names beside them); or its Greater-Than
+                           file's ``clean, corrupted, label`` (the start year's last two digits), scored
+                           by the built-in Greater-Than metric for this tokenizer
 =========================  ======================================================================
 
 The metric: ``logit_diff`` is the mean logit of the answers minus the mean logit of the
@@ -29,7 +31,8 @@ wrong answers (with one of each, the built-in tasks' logit difference exactly);
 Checked for every row before any model run, each with one line naming the file, the row
 and the fix: empty cells, unknown columns, duplicate rows, clean and corrupted prompts of
 different token lengths, answers that are not one token of this tokenizer, token ids that do
-not decode to one token of it. ``on_bad_rows="drop"`` drops such rows instead and says how
+not decode to one token of it, an answer that is also a wrong answer (EAP-IG's Capital-Country
+file gives Saint Kitts and Saint Lucia the same first token). ``on_bad_rows="drop"`` drops such rows instead and says how
 many and which (a warning, and the dataset's ``notes`` and ``extra["dropped"]``).
 """
 
@@ -55,6 +58,16 @@ SUFFIXES = (".csv", ".jsonl", ".json")
 ON_BAD_ROWS = ("raise", "drop")
 OURS = ("clean", "corrupted", "answer", "wrong", "metric")
 EAP_IG = ("clean", "corrupted", "correct_idx", "incorrect_idx", "corrupted_hard")
+EAP_IG_LAYOUTS: dict[str, tuple[tuple[str, str], tuple[str, ...]]] = {
+    "EAP-IG": (("correct_idx", "incorrect_idx"), EAP_IG),
+    "EAP-IG Gender-Bias": (("clean_answer_idx", "corrupted_answer_idx"),
+                           ("clean", "corrupted", "clean_answer_idx", "corrupted_answer_idx", "label")),
+    "EAP-IG Capital-Country": (("country_idx", "corrupted_country_idx"),
+                               ("clean", "capital", "country", "country_idx", "corrupted", "corrupted_capital",
+                                "corrupted_country", "corrupted_country_idx")),
+}
+"""EAP-IG's CSV layouts with token-id columns: (answer id column, wrong-answer id column) and every column its files
+hold, as its IOI, Gender-Bias and Capital-Country (``fact-retrieval-comma``) files publish them."""
 EAP_IG_GREATER_THAN = ("clean", "corrupted", "label")
 GREATER_THAN_LAYOUT = "EAP-IG Greater-Than"
 ANSWER_SEPARATOR = "|"
@@ -131,6 +144,7 @@ class _Row:
     answers: tuple  # strings, or token ids (EAP-IG)
     wrong: tuple
     metric: str | None = None
+    columns: tuple[str, str] = ("answer", "wrong")  # where the answers and the wrong answers were read from
 
 
 class _Problems:
@@ -257,18 +271,20 @@ def _read(path: Path, text: str, problems: _Problems) -> tuple[list[_Row], str]:
     if not columns:
         raise TaskError(f"{path}: empty, or no header row; the first line names the columns (clean,corrupted,answer,wrong)")
     named = [c for c in columns if c.strip()]  # EAP-IG's files start with an unnamed index column
-    if {"correct_idx", "incorrect_idx"} <= set(named):
-        unknown = sorted(set(named) - set(EAP_IG))
-        if unknown:
-            raise TaskError(f"{path}: unknown column(s) {', '.join(unknown)} for EAP-IG's layout ({', '.join(EAP_IG)})")
-        rows = []
-        for number, record in enumerate(reader, 1):
-            ids = []
-            for column in ("correct_idx", "incorrect_idx"):
-                value = (record.get(column) or "").strip()
-                ids.append(int(value) if value.lstrip("-").isdigit() else value)
-            rows.append(_Row(number, record.get("clean") or "", record.get("corrupted") or "", (ids[0],), (ids[1],)))
-        return rows, "EAP-IG"
+    for layout, ((answer_column, wrong_column), known) in EAP_IG_LAYOUTS.items():
+        if {answer_column, wrong_column} <= set(named):
+            unknown = sorted(set(named) - set(known))
+            if unknown:
+                raise TaskError(f"{path}: unknown column(s) {', '.join(unknown)} for {layout}'s layout ({', '.join(known)})")
+            rows = []
+            for number, record in enumerate(reader, 1):
+                ids = []
+                for column in (answer_column, wrong_column):
+                    value = (record.get(column) or "").strip()
+                    ids.append(int(value) if value.lstrip("-").isdigit() else value)
+                rows.append(_Row(number, record.get("clean") or "", record.get("corrupted") or "", (ids[0],), (ids[1],),
+                                 columns=(answer_column, wrong_column)))
+            return rows, layout
     if set(named) == set(EAP_IG_GREATER_THAN):
         return [_Row(number, record.get("clean") or "", record.get("corrupted") or "", ((record.get("label") or "").strip(),), ())
                 for number, record in enumerate(reader, 1)], GREATER_THAN_LAYOUT
@@ -342,8 +358,8 @@ def _check(row: _Row, tok: _Tok, info: ModelInfo, layout: str, problems: _Proble
     if len(clean) != len(corrupted):
         return problems(row.number, f"the clean prompt is {len(clean)} tokens and the corrupted one {len(corrupted)} for "
                         f"{info.model_id}", "patching needs prompts of the same token length: change words of the same length")
-    if layout == "EAP-IG":
-        for column, side in (("correct_idx", row.answers), ("incorrect_idx", row.wrong)):
+    if layout in EAP_IG_LAYOUTS:
+        for column, side in zip(row.columns, (row.answers, row.wrong)):
             if not all(isinstance(a, int) for a in side):
                 return problems(row.number, f"{column} {side[0]!r} is not a token id", "write the answer's token id (an integer)")
     ids = []
@@ -353,9 +369,14 @@ def _check(row: _Row, tok: _Tok, info: ModelInfo, layout: str, problems: _Proble
             token = _token_id(answer, tok, info)
             if isinstance(token, str):
                 return problems(row.number, token, "give single-token answers (with their leading space, e.g. ' Mary')"
-                                if layout != "EAP-IG" else "write ids of this model's tokenizer")
+                                if layout not in EAP_IG_LAYOUTS else "write ids of this model's tokenizer")
             found.append(token)
         ids.append(tuple(found))
+    same = sorted(set(ids[0]) & set(ids[1]))
+    if same:
+        text = tok.tokenizer.decode([same[0]])
+        return problems(row.number, f"{text!r} (token {same[0]}) is both an answer and a wrong answer for {info.model_id}, "
+                        "so the metric cannot tell the prompts apart", "give answers whose first tokens differ")
     return clean, corrupted, ids[0], ids[1]
 
 

@@ -31,17 +31,32 @@ def _write(path, layout, rows, tokenizer=None):
         path.write_text("".join(json.dumps({"clean": c, "corrupted": k, "answer": a, "wrong": w}) + "\n" for c, k, a, w in rows))
     elif layout == "auto-circuit.json":
         path.write_text(json.dumps({"prompts": [{"clean": c, "corrupt": k, "answers": [a], "wrong_answers": [w]} for c, k, a, w in rows]}))
-    else:  # EAP-IG's IOI layout: an unnamed index column, token ids
+    elif layout == "eap-ig.csv":  # EAP-IG's IOI layout: an unnamed index column, token ids
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["", "clean", "corrupted", "corrupted_hard", "correct_idx", "incorrect_idx"])
             for i, (c, k, a, wrong) in enumerate(rows):
                 ids = [tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in (a, wrong)]
                 w.writerow([i, c, k, k, *ids])
+    elif layout == "eap-ig-gender.csv":  # EAP-IG's Gender-Bias layout, as its data/gender-bias/gpt2.csv
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["clean", "corrupted", "clean_answer_idx", "corrupted_answer_idx", "label"])
+            for c, k, a, wrong in rows:
+                ids = [tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in (a, wrong)]
+                w.writerow([c, k, *ids, 0])
+    else:  # EAP-IG's Capital-Country layout, as its data/fact-retrieval-comma/gpt2.csv
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["clean", "capital", "country", "country_idx", "corrupted", "corrupted_capital", "corrupted_country",
+                        "corrupted_country_idx"])
+            for c, k, a, wrong in rows:
+                ids = [tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in (a, wrong)]
+                w.writerow([c, "x", a.strip(), ids[0], k, "y", wrong.strip(), ids[1]])
     return path
 
 
-@pytest.mark.parametrize("layout", ["ours.csv", "ours.jsonl", "auto-circuit.json", "eap-ig.csv"])
+@pytest.mark.parametrize("layout", ["ours.csv", "ours.jsonl", "auto-circuit.json", "eap-ig.csv", "eap-ig-gender.csv", "eap-ig-capital.csv"])
 def test_each_layout_reads_the_built_in_prompts_back(tmp_path, tiny_gpt2, ioi, layout):
     path = _write(tmp_path / f"pairs.{layout.split('.')[-1]}", layout, _rows(ioi), tiny_gpt2.tokenizer)
     data = load_task_file(path, tiny_gpt2)
@@ -51,6 +66,8 @@ def test_each_layout_reads_the_built_in_prompts_back(tmp_path, tiny_gpt2, ioi, l
     logits = torch.randn(len(batch), tiny_gpt2.cfg.d_vocab)
     torch.testing.assert_close(batch.metric(logits, batch), logit_diff(logits, built_in))  # one answer each: the same metric
     assert isinstance(data.task, FileTask) and data.task.title == "pairs"
+    assert data.extra["layout"] == {"ours.csv": "ours", "ours.jsonl": "ours", "auto-circuit.json": "auto-circuit", "eap-ig.csv": "EAP-IG",
+                                    "eap-ig-gender.csv": "EAP-IG Gender-Bias", "eap-ig-capital.csv": "EAP-IG Capital-Country"}[layout]
 
 
 def test_several_answers_are_averaged_and_prob_diff_is_a_choice(tmp_path, tiny_gpt2):
@@ -103,6 +120,9 @@ def test_duplicates_unknown_columns_and_foreign_token_ids_are_refused(tmp_path, 
     eap.write_text("\n".join(text) + "\n")
     with pytest.raises(TaskError, match="row 1: token id 128000 is outside the vocabulary"):
         load_task_file(eap, tiny_gpt2)
+    same = _write(tmp_path / "same.csv", "ours.csv", [(*rows[0][:2], rows[0][2], rows[0][2] + "| " + rows[0][3].strip())])
+    with pytest.raises(TaskError, match="row 1: .* is both an answer and a wrong answer"):
+        load_task_file(same, tiny_gpt2)
 
 
 def test_a_task_file_is_keyed_by_its_content_not_its_path(tmp_path, tiny_gpt2, ioi):
