@@ -42,10 +42,10 @@ from ig_ap import results
 from ig_ap.attribution import SPEED_OPTIONS, Attribution
 from ig_ap.export import export
 from ig_ap.ig import MAX_STEPS
-from ig_ap.models import EMBEDDED, ModelInfo, load_model, model_info
+from ig_ap.models import EMBEDDED, ModelInfo, ModelUnavailableError, UnknownModelError, load_model, model_info
 from ig_ap.plots import Page, plotly_js_path, use_offline_renderer
 from ig_ap.sweep import specs_producing
-from ig_ap.tasks import IOI_CORRUPTIONS, Task, parse_tasks
+from ig_ap.tasks import IOI_CORRUPTIONS, Task, TaskError, parse_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository (where ``_toc.yml`` and ``book/`` live)."""
@@ -113,6 +113,7 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "internal_batch_size": (int, type(None)),
     "memory_mb": (int, float, type(None)),
     "tasks": (str, list),
+    "task": (str, type(None)),
     "neurons": (str, int),
     "hidden": (int,),
     "name_movers": (str,),
@@ -164,6 +165,13 @@ def check_parameters(**values: Any) -> None:
         if key == "results" and value is not None and not Path(value).expanduser().is_dir():
             raise ParameterError(f"parameter results must be a folder of sweep results (python -m ig_ap.sweep run SPEC "
                                  f"--results DIR), and {value!r} is not one")
+        if key in ("task", "tasks") and value is not None:
+            try:
+                parsed = parse_tasks(value)
+            except TaskError as error:
+                raise ParameterError(f"parameter {key}: {error}") from None
+            if key == "task" and len(parsed) != 1:
+                raise ParameterError(f"parameter task names one task (a built-in name or a task file), got {value!r}")
         if key == "neurons" and (value != "all" if isinstance(value, str) else value < 1):
             raise ParameterError(f"parameter neurons must be 'all' or a number of neurons per layer (>= 1), got {value!r}")
 
@@ -343,9 +351,17 @@ def chapter_parameters(notebook: Path) -> dict[str, Any]:
 
 
 def _source_key(notebook: Path, parameters: dict[str, Any]) -> str:
-    """Hash of everything that changes an executed chapter: notebook, parameters, package sources."""
+    """Hash of everything that changes an executed chapter: notebook, parameters (a task file's content among them),
+    package sources."""
+    from ig_ap.task_files import is_task_file
+
     digest = hashlib.sha256(notebook.read_bytes())
     digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    for key in ("task", "tasks"):
+        named = parameters.get(key)
+        for name in (named.split(",") if isinstance(named, str) else named or []):
+            if is_task_file(name) and Path(str(name).strip()).expanduser().is_file():
+                digest.update(Path(str(name).strip()).expanduser().read_bytes())
     for path in sorted(Path(ig_ap.__file__).parent.rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -402,8 +418,9 @@ class ChapterFailed(RuntimeError):
 # --------------------------------------------------------------------------- the book
 
 
-def stage(root: Path, executed: list[Path], src: Path) -> Path:
-    """Assemble the book sources (config, pages, executed chapters, local plotly.js) in ``src``."""
+def stage(root: Path, executed: list[Path], src: Path, task_book: bool = False) -> Path:
+    """Assemble the book sources (config, pages, executed chapters, local plotly.js) in ``src``; ``task_book``: the
+    chapters' cells for a book on a task file (:func:`build_task_book` then writes its own contents and title page)."""
     if src.exists():
         shutil.rmtree(src)
     (src / "_static").mkdir(parents=True)
@@ -415,7 +432,7 @@ def stage(root: Path, executed: list[Path], src: Path) -> Path:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
     for notebook in executed:
-        _show_parameters_once(notebook, src / "book" / notebook.name)
+        _show_parameters_once(notebook, src / "book" / notebook.name, task_book)
     if (root / "_static").is_dir():
         shutil.copytree(root / "_static", src / "_static", dirs_exist_ok=True)
     shutil.copy2(plotly_js_path(), src / "_static" / "plotly.min.js")
@@ -469,6 +486,154 @@ def build(
     index = out / "html" / "index.html"
     print(f"Book built in {time.perf_counter() - started:.1f} s: {index}")
     return index
+
+
+# --------------------------------------------------------------------------- a book on your task
+
+
+TASK_CHAPTERS: dict[str, tuple[str, str]] = {
+    "00_model": ("tasks", "The model and its task"),
+    "01_background": ("task", "1. Background: IG and AP on one prompt pair"),
+    "02_aligned_baselines": ("tasks", "2. Aligned baselines"),
+    "03_latent_components": ("tasks", "3. Latent components: both directions"),
+}
+"""The chapters that apply to any task: the parameter each takes a task file by, and its title in a book on a task
+file. Chapters 4 (the AND/OR toy networks, checked on the built-in tasks) and 5 (IOI's name movers) are about the
+built-in tasks and are left out of it."""
+
+TASK_PAGES = ("book/methods", "book/bibliography")
+"""The pages a book on a task file has after its chapters."""
+
+TASK_PROMPTS = {"cpu": 20, "gpu": 100}
+"""A book on a task file runs chapters 2 and 3 on every row of the file, or a seeded sample of this many (per profile;
+``-p n_prompts N`` overrides it): one task affords as many prompts as the built-in book spends on four."""
+
+
+def build_task_book(
+    task: str | Path,
+    model: str | None = None,
+    profile: str = "cpu",
+    overrides: dict[str, Any] | None = None,
+    root: Path = ROOT,
+    out: Path | None = None,
+    force: bool = False,
+) -> Path:
+    """Build the chapters that apply to any task (:data:`TASK_CHAPTERS`) on the task file ``task``; returns the site's
+    ``index.html``.
+
+    The file and the model are checked first, before any chapter runs: every row (one line
+    naming the row and the fix, :func:`ig_ap.task_files.load_task_file`), and that the
+    model solves at least one pair (chapter 1 runs on the first it solves). The book goes
+    to ``out`` (default ``_build/task-<file stem>``), its title page naming the file, its
+    content hash, the layout, the metric, the model and the rows kept; the contents say
+    which chapters are left out and why. ``model``: a name or a checkpoint folder (the
+    profile's model by default); ``overrides``: chapter parameters, as ``-p KEY VALUE``.
+    """
+    from ig_ap.tasks import make_dataset, solved_pair
+
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    path = Path(task).expanduser().resolve()
+    overrides = {**(overrides or {}), **({"model": str(model)} if model else {})}
+    check_parameters(**overrides, task=str(path))
+    base = profile_parameters(profile, "", overrides)
+    bridge = load_model(base["model"], device=base.get("device"), seed=base.get("seed", 0))
+    dataset = make_dataset(path, bridge)  # every row checked, before any chapter runs
+    pair = solved_pair(bridge, path, seed=base.get("seed", 0))
+    info = model_info(bridge)
+    del bridge  # each chapter loads its own
+    first = {"prompt": pair.clean_prompts[0], "answer": "", "distractor": ""}  # chapter 0's prompt: chapter 1's pair's
+    if pair.candidates is None:  # its first answer and first wrong answer (a Greater-Than layout has years instead)
+        ids = pair.answers[0].tolist()
+        first.update(answer=info.tokenizer.decode([ids[0]]), distractor=info.tokenizer.decode([ids[len(ids) // 2]]))
+    n_prompts = min(len(dataset), overrides.get("n_prompts", TASK_PROMPTS.get(profile, len(dataset))))
+    out = Path(out or root / "_build" / f"task-{path.stem}").resolve()
+    notebooks = [n for n in chapters(root) if n.stem in TASK_CHAPTERS]
+    started = time.perf_counter()
+    executed = []
+    for i, notebook in enumerate(notebooks, 1):
+        parameter = TASK_CHAPTERS[notebook.stem][0]
+        sized = {"n_prompts": n_prompts} if notebook.stem in ("02_aligned_baselines", "03_latent_components") else \
+            first if notebook.stem == "00_model" else {}
+        parameters = profile_parameters(profile, notebook.stem, {**sized, **overrides, parameter: str(path)})
+        print(f"[{i}/{len(notebooks)}] {notebook.stem} on {path.name} ({profile} profile)", flush=True)
+        executed.append(execute_chapter(notebook, out / "executed", parameters, force=force))
+    src = stage(root, executed, out / "src", task_book=True)
+    _write_task_contents(src, notebooks)
+    (src / "book" / "intro.md").write_text(task_title_page(dataset, pair, info, profile, n_prompts, notebooks, root))
+    _compile(src, out)
+    _drop_thebe(out / "html")
+    _collect_data(executed, out)
+    manifest = {"profile": profile, "overrides": overrides, "task": str(path), "sha256": dataset.task.sha256,
+                "chapters": {n.stem: (out / "executed" / f"{n.stem}.key").read_text() for n in notebooks}}
+    (out / "html" / BUILD_MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+    index = out / "html" / "index.html"
+    print(f"Book on {path.name} built in {time.perf_counter() - started:.1f} s: {index}")
+    return index
+
+
+def _write_task_contents(src: Path, notebooks: list[Path]) -> None:
+    """The table of contents of a book on a task file: its title page, the chapters that apply, the methods and references."""
+    import yaml
+
+    toc = {"format": "jb-book", "root": "book/intro",
+           "chapters": [{"file": f"book/{n.stem}", "title": TASK_CHAPTERS[n.stem][1]} for n in notebooks]
+           + [{"file": page} for page in TASK_PAGES]}
+    (src / "_toc.yml").write_text("# Written by ig_ap.book.build_task_book\n" + yaml.safe_dump(toc, sort_keys=False))
+
+
+def task_title_page(dataset, pair, info: ModelInfo, profile: str, n_prompts: int, notebooks: list[Path], root: Path = ROOT) -> str:
+    """The title page of a book on a task file (Markdown): the file, its hash, layout and metric, the model, the rows kept."""
+    from ig_ap.tasks import metric_name
+
+    extra, task = dataset.extra, dataset.task
+    dropped = extra["dropped"]
+    listed = ", ".join(f"row {d['row']} ({d['problem']})" for d in dropped)
+    kept = f"{len(dataset)} of {extra['rows']} rows kept" + (f"; dropped: {listed}" if dropped else "")
+    rows = {
+        "task file": f"`{extra['path']}`",
+        "SHA-256 of its bytes": f"`{task.sha256}` (results are cached under `{task.value}`)",
+        "layout": extra["layout"],
+        "metric": metric_name(task),
+        "rows": kept,
+        "model": f"{info.model_id} (`{info.hf_name}`): {info.n_layers} layers × {info.n_heads} heads, {info.d_mlp} neurons per layer",
+        "profile": f"`{profile}`; chapters 2 and 3 on {n_prompts} of the rows",
+        "chapter 1's pair": f"row {extra['row_numbers'][_row_of(dataset, pair)]}: {pair.clean_prompts[0]!r} / {pair.corrupted_prompts[0]!r}",
+        "built": f"{time.strftime('%Y-%m-%d')} with ig-ap {ig_ap.__version__}",
+    }
+    contents = "\n".join(f"- [{TASK_CHAPTERS[n.stem][1]}]({n.stem})" for n in notebooks)
+    table = "\n".join(f"| {k} | {v.replace('|', '&#124;')} |" for k, v in rows.items())
+    return f"""# IG versus AP on {task.title}
+
+This book runs the chapters of ig-ap that apply to any task on one file of prompt pairs:
+where integrated gradients (IG) and activation patching (AP) agree about which attention
+heads and MLP neurons carry out the task, and where they do not. Every row of the file was
+checked before any chapter ran.
+
+| | |
+|---|---|
+{table}
+
+## Contents
+
+{contents}
+- [Methods](methods): how each number is computed and checked, and the intervals' coverage.
+- [References](bibliography)
+
+Chapters 4 (AND/OR toy networks) and 5 (linear-combination head patching, direct logit
+attribution and path patching of IOI's name movers) are about the book's built-in tasks, so
+they are left out here; `make book` builds the whole book on the built-in tasks.
+
+Rebuild this book with `python -m ig_ap.book build --task {extra['path']}` (add `--model NAME|PATH`
+for another model, `-p KEY VALUE` for a chapter parameter); rerun one chapter with
+`papermill book/02_aligned_baselines.ipynb out.ipynb -p tasks {extra['path']}`.
+"""
+
+
+def _row_of(dataset, pair) -> int:
+    """The index in ``dataset`` of the one pair in ``pair``."""
+    return next(i for i, (c, k) in enumerate(zip(dataset.clean_prompts, dataset.corrupted_prompts))
+                if c == pair.clean_prompts[0] and k == pair.corrupted_prompts[0])
 
 
 def _execute_chapters(notebooks: list[Path], profile: str, only: list[str] | None, overrides: dict[str, Any] | None,
@@ -619,18 +784,25 @@ def _plain_line(line: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
 
 
-def _show_parameters_once(executed: Path, staged: Path) -> None:
-    """Copy an executed chapter for Jupyter Book, leaving out its defaults cell where papermill injected the values used.
+BUILT_IN_ONLY, TASK_FILE_ONLY = "builtin-tasks", "task-file"
+"""Cell tags: a cell about the built-in tasks only (left out of a book on a task file), or about a task file only (left
+out of the book on the built-in tasks). Both run; the tag decides which one the page shows."""
+
+
+def _show_parameters_once(executed: Path, staged: Path, task_book: bool = False) -> None:
+    """Copy an executed chapter for Jupyter Book, leaving out its defaults cell where papermill injected the values used,
+    and the cells for the other kind of book (:data:`BUILT_IN_ONLY`, :data:`TASK_FILE_ONLY`).
 
     The injected cell (tagged ``injected-parameters``) holds the parameters this build ran
     with; the defaults cell above it would show other values.
     """
     notebook = json.loads(executed.read_text())
-    if any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in notebook["cells"]):
-        for cell in notebook["cells"]:
-            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-            if "parameters" in tags and "remove-cell" not in tags:
-                tags.append("remove-cell")
+    injected = any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in notebook["cells"])
+    other = BUILT_IN_ONLY if task_book else TASK_FILE_ONLY
+    for cell in notebook["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if (("parameters" in tags and injected) or other in tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
     staged.write_text(json.dumps(notebook, indent=1, ensure_ascii=False))
 
 
@@ -662,6 +834,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--only", action="append", metavar="CHAPTER", help="run only this chapter (repeatable)")
     b.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     b.add_argument("--force", action="store_true", help="re-execute chapters even when nothing changed")
+    b.add_argument("--task", metavar="FILE", help="build the chapters that apply to any task on this task file "
+                   "(.csv, .jsonl, .json) into _build/task-<stem>")
+    b.add_argument("--model", metavar="NAME|PATH", help="the model: a name or a checkpoint folder (with --task; else -p model)")
+    b.add_argument("--out", metavar="DIR", help="where the book goes (default _build, or _build/task-<stem> with --task)")
     sub.add_parser("chapters", help="list the chapters and their parameters")
     pub = sub.add_parser("publish", help="push the built site to a gh-pages branch (after checking it is current)")
     pub.add_argument("--remote", default="origin", help="a remote's name, or a repository URL or path (default: origin)")
@@ -677,9 +853,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"published {ROOT / '_build' / 'html'} to {args.branch} of {args.remote} ({commit[:12]})")
             return 0
         overrides = {k: _parse_value(v) for k, v in args.parameter}
+        if args.model:
+            overrides["model"] = args.model
         check_parameters(**overrides)
-        build(args.profile, args.only, overrides, force=args.force)
-    except (ParameterError, ChapterFailed, NotCurrent) as err:
+        out = Path(args.out).expanduser() if args.out else None
+        if args.task:
+            if args.only:
+                raise ParameterError("--only builds chapters of the book on the built-in tasks; leave it out with --task")
+            build_task_book(args.task, profile=args.profile, overrides=overrides, out=out, force=args.force)
+        else:
+            build(args.profile, args.only, overrides, out=out, force=args.force)
+    except (ParameterError, ChapterFailed, NotCurrent, TaskError, UnknownModelError, ModelUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -193,6 +193,15 @@ class TaskDataset:
                        corrupted_prompts=pick(self.corrupted_prompts), clean_ids=pick(self.clean_ids),
                        corrupted_ids=pick(self.corrupted_ids), answers=self.answers[:k], answer_strings=pick(self.answer_strings))
 
+    def row(self, i: int) -> "TaskDataset":
+        """The ``i``-th prompt pair alone, as a one-prompt dataset (its ``variant`` says which row)."""
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self):
+            raise TaskError(f"row must be an int in 0 … {len(self) - 1}, got {i!r}")
+        pick = lambda items: items[i:i + 1]  # noqa: E731
+        return replace(self, variant=f"{self.variant}-row{i}of{len(self)}", clean_prompts=pick(self.clean_prompts),
+                       corrupted_prompts=pick(self.corrupted_prompts), clean_ids=pick(self.clean_ids),
+                       corrupted_ids=pick(self.corrupted_ids), answers=self.answers[i:i + 1], answer_strings=pick(self.answer_strings))
+
     def batches(self, batch_size: int) -> Iterator[Batch]:
         """Consecutive batches of at most ``batch_size`` prompts."""
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -552,6 +561,33 @@ def task_title(task) -> str:
     return task.title  # a FileTask
 
 
+def solved_pair(model, task, seed: int = 0) -> TaskDataset:
+    """The first prompt pair of ``task`` (a built-in task's seeded prompts, or a task file's rows in order) that the model
+    solves, its clean metric above its corrupted one, as a one-prompt dataset scored by the task's own metric.
+
+    Chapter 1's pair when the book is built on a task file. A :class:`TaskError` when the
+    model solves no pair of the task.
+    """
+    dataset = make_dataset(task, model, seed=seed)
+    clean, corrupted = evaluate(model, dataset)
+    solved = (clean > corrupted).nonzero().flatten().tolist()
+    if not solved:
+        raise TaskError(f"{task_title(task)}: {model_info(model).model_id} solves none of its {len(dataset)} pairs (the clean "
+                        "metric is never above the corrupted one); check the answers, or use another model")
+    return dataset.row(solved[0])
+
+
+METRIC_NAMES = {"logit_diff": "logit difference", "prob_diff": "probability difference", "greater_than": "probability difference"}
+"""How pages name a task's metric, by the name of a task file's metric (``FileTask.metric_name``)."""
+
+
+def metric_name(task) -> str:
+    """How pages name the metric of a built-in :class:`Task` or of a task read from a file."""
+    if isinstance(task, Task):
+        return "probability difference" if task is Task.GREATER_THAN else "logit difference"
+    return METRIC_NAMES[task.metric_name]
+
+
 def prompt_pair(model, clean: str, corrupted: str, answer: str, distractor: str, task: Task | str = Task.IOI) -> TaskDataset:
     """One hand-written prompt pair as a one-prompt dataset, scored by logit(answer) − logit(distractor).
 
@@ -593,19 +629,26 @@ def prompt_pair(model, clean: str, corrupted: str, answer: str, distractor: str,
 def summary(model, n: int = 100, seed: int = 0, tasks: Sequence[Task | str] | None = None, batch_size: int = 32):
     """Per task: prompts, clean and corrupted metric (mean, sd), fraction of prompts right (metric > 0), variant.
 
+    ``tasks``: built-in tasks or task files (all built-in tasks by default); ``n`` prompts of
+    each, or every row of a task file that has at most ``n``.
+
     Returns a pandas DataFrame indexed by task title, with numeric columns; :func:`format_summary`
     turns it into the table the README and the book show.
     """
     import pandas as pd
 
+    from ig_ap.task_files import is_task_file  # it builds on this module
+
     rows = []
     for task in tasks or list(Task):
-        dataset = make_dataset(task, model, n=n, seed=seed)
+        dataset = make_dataset(task, model, n=None if is_task_file(task) else n, seed=seed)
+        if len(dataset) > n:  # a task file's rows: all of them, or a sample of n
+            dataset = make_dataset(task, model, n=n, seed=seed)
         clean, corrupted = evaluate(model, dataset, batch_size=batch_size)
         rows.append({
-            "task": TASK_TITLES[dataset.task],
+            "task": task_title(dataset.task),
             "prompts": len(dataset),
-            "metric": "probability difference" if dataset.task is Task.GREATER_THAN else "logit difference",
+            "metric": metric_name(dataset.task),
             "clean mean": clean.mean().item(),
             "clean sd": clean.std().item(),
             "corrupted mean": corrupted.mean().item(),

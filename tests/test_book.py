@@ -262,3 +262,91 @@ def test_chapter_4_reads_chapter_3s_attributions_instead_of_computing_its_own(bu
             for stem in ("03_latent_components", "04_and_or_toy_models")}
     assert used["04_and_or_toy_models"], "chapter 4 logged no result"
     assert used["04_and_or_toy_models"] <= used["03_latent_components"], used["04_and_or_toy_models"] - used["03_latent_components"]
+
+
+# --------------------------------------------------------------------------- a book on a task file
+
+
+@pytest.fixture(scope="module")
+def task_book(tmp_path_factory):
+    """The book on six rows of the shipped example file, built on the tiny model: (out, index, the file)."""
+    root = tmp_path_factory.mktemp("task")
+    rows = (book.ROOT / "examples" / "opposites.csv").read_text().splitlines()[:7]
+    path = root / "six_opposites.csv"
+    path.write_text("\n".join(rows) + "\n")
+    overrides = {k: v for k, v in TINY.items() if k != "n_prompts"}
+    index = book.build_task_book(path, overrides={**overrides, "n_resamples": 50}, out=root / "site")
+    return root / "site", index, path
+
+
+def test_a_task_book_has_the_chapters_for_any_task_and_a_title_page_naming_the_file(task_book):
+    import hashlib
+
+    out, index, path = task_book
+    html = out / "html"
+    assert index == html / "index.html"
+    title = (html / "book" / "intro.html").read_text()  # index.html sends the reader there
+    for shown in (str(path), hashlib.sha256(path.read_bytes()).hexdigest(), "tiny-gpt2-s0", "6 of 6 rows kept", "logit difference"):
+        assert shown in title, shown
+    assert "Chapters 4 (AND/OR toy networks) and 5" in title and "left out" in title
+    pages = {p.stem for p in (html / "book").glob("*.html")}
+    assert set(book.TASK_CHAPTERS) | {"methods", "bibliography"} <= pages
+    assert not pages & {"04_and_or_toy_models", "05_head_patching"}
+    model_page = (html / "book" / "00_model.html").read_text()
+    assert "The task<a class=\"headerlink\"" in model_page and "The four tasks" not in model_page  # the task book's cells, not the built-in ones
+    assert "six_opposites" in model_page
+    for stem in ("02_aligned_baselines", "03_latent_components"):
+        page = (html / "book" / f"{stem}.html").read_text()
+        assert "six_opposites" in page and "Chapter 5&#8217;s name movers" not in page, stem
+        executed = (out / "executed" / f"{stem}.ipynb").read_text()
+        assert "n_prompts = 6" in executed, stem  # every row: fewer than the profile's cap
+    table = pd.read_parquet(html / "data" / book.RESULTS_EXPORT)
+    assert set(table.task) == {f"file-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"}
+
+
+def test_the_built_in_book_shows_its_own_cells_not_the_task_books(built_book):
+    out, _ = built_book
+    page = (out / "html" / "book" / "00_model.html").read_text()
+    assert "The four tasks<a class=\"headerlink\"" in page and "The task<a class" not in page
+
+
+def test_every_page_of_a_task_book_loads_without_console_errors(task_book):
+    out, _, _ = task_book
+    html_dir = out / "html"
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(html_dir)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        port = int(re.search(r"port (\d+)", server.stdout.readline()).group(1))
+        pages = ["index.html"] + [f"book/{p.name}" for p in sorted((html_dir / "book").glob("*.html"))]
+        drawn_total = 0
+        for page in pages:
+            dom, console = _rendered(f"http://127.0.0.1:{port}/{page}")
+            assert not [line for line in console if CONSOLE_ERROR.search(line)], page
+            expected = (html_dir / page).read_text().count("Plotly.newPlot(")
+            drawn = len(re.findall(r'<svg[^>]*class="main-svg"', dom)) // 2
+            assert drawn >= expected, f"{page}: {expected} figures, {drawn} drawn"
+            drawn_total += drawn
+        assert drawn_total >= 10
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_a_bad_task_file_stops_the_task_book_before_any_chapter_runs(tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    path.write_text("clean,corrupted,answer,wrong\nThe opposite of hot is,The opposite of extraordinarily big is, cold, small\n")
+    code = book.main(["build", "--task", str(path), "--model", "tiny-gpt2", "-p", "device", "cpu", "--out", str(tmp_path / "site")])
+    error = capsys.readouterr().err.strip()
+    assert code == 1 and error.startswith("error: ") and "bad.csv, row 1" in error and "\n" not in error
+    assert not (tmp_path / "site").exists()
+    code = book.main(["build", "--task", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "site")])
+    assert code == 1 and "no such task file" in capsys.readouterr().err
+
+
+def test_an_edited_task_file_runs_its_chapters_again(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("clean,corrupted,answer,wrong\nThe opposite of hot is,The opposite of big is, cold, small\n")
+    notebook = book.ROOT / "book" / "02_aligned_baselines.ipynb"
+    before = book._source_key(notebook, {"tasks": str(path)})
+    path.write_text(path.read_text() + "The opposite of up is,The opposite of in is, down, out\n")
+    assert book._source_key(notebook, {"tasks": str(path)}) != before  # same path, new rows: not the old page

@@ -146,23 +146,6 @@ def test_a_kernel_runs_on_a_task_file(tmp_path, tiny_gpt2, ioi):
     torch.testing.assert_close(ours.heads, theirs.heads)
 
 
-def test_chapters_2_and_3_take_a_task_file_as_their_tasks(tmp_path):
-    """The papermill parameter ``tasks`` may be a task file's path: six rows of the shipped example, the tiny model."""
-    from pathlib import Path
-
-    from ig_ap import book
-
-    rows = Path(book.ROOT / "examples" / "opposites.csv").read_text().splitlines()[:7]
-    path = tmp_path / "six_opposites.csv"
-    path.write_text("\n".join(rows) + "\n")
-    parameters = {"model": "tiny-gpt2", "device": "cpu", "n_prompts": 6, "ig_steps": 4, "neurons": 4, "n_resamples": 50,
-                  "tasks": str(path)}
-    for stem in ("02_aligned_baselines", "03_latent_components"):
-        executed = book.execute_chapter(book.ROOT / "book" / f"{stem}.ipynb", tmp_path / "executed",
-                                        book.profile_parameters("cpu", stem, parameters))
-        assert "six_opposites" in executed.read_text(), stem
-
-
 def test_node_scores_in_eap_ig_names_are_the_results_means(tmp_path, tiny_gpt2, ioi):
     """`python -m ig_ap.export scores.json`: each result's mean score per head under EAP-IG's node names, per neuron
     under its MLP's name; an EAP-IG reader finds a0.h0 ... and m0 ..."""
