@@ -34,6 +34,8 @@ Modules, one idea each, on floors: a module imports from its own floor or those 
      GradDrop).
    - :mod:`ig_ap.ablation`: faithfulness of component sets (and MIB's CPR and CMD of circuits), joint
      versus single patches.
+   - :mod:`ig_ap.interactions`: why IG and AP disagree: joint patches of a layer's components, their
+     pairwise interactions and the share of IG − AP they explain (IG of one component alone is its AP).
 
 4. Heads, tasks' readings and toys:
 

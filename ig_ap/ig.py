@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -125,6 +125,7 @@ def integrated_gradients(
     internal_batch_size: int | None = None,
     memory_mb: float = MEMORY_MB,
     share_prefix: bool = True,
+    only: Mapping[str, Any] | None = None,
     device: str | None = None,
     progress: bool = True,
     meta: dict | None = None,
@@ -157,6 +158,13 @@ def integrated_gradients(
         share_prefix: run the positions before the first difference of clean and corrupted
             once (their input and baseline agree, so they carry no attribution); not with
             ``baseline="zero"``.
+        only: move only these components of each layer and hold the others at the baseline:
+            ``{kind: mask}``, the mask a ``[layer, component]`` bool tensor or ``{layer:
+            indices}``. IG then attributes the game of the moving set: in the baseline's
+            context, IG of one component alone is its AP (the fundamental theorem of calculus:
+            the path's end is that component patched, everything else at the baseline), and the
+            sum over a set is AP of the set. The components held still, and the layers and kinds
+            with none moving, are NaN. Per-layer IG only (``path="layer"``).
         device, progress, meta: where to compute, whether to show a progress bar, extra
             metadata (as every kernel).
 
@@ -170,6 +178,8 @@ def integrated_gradients(
     if path not in PATHS:
         raise AttributionError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}")
     if path == "network":
+        if only is not None:
+            raise AttributionError("only= moves a subset of one layer's components: per-layer IG (path='layer') only")
         return network_conductance(model, batch, metric, direction, components, n_steps=n_steps, method=method or "riemann_trapezoid",
                                    tolerance=tolerance, max_steps=max_steps, baseline=baseline, context=context, layers=layers,
                                    segments=segments, internal_batch_size=internal_batch_size, memory_mb=memory_mb,
@@ -178,22 +188,53 @@ def integrated_gradients(
     setup = prepare(model, batch, metric, direction, components, layers=layers, internal_batch_size=internal_batch_size,
                     memory_mb=memory_mb, share_prefix=share_prefix, device=device, progress=progress, meta=meta)
     _check_options(n_steps, method, tolerance, max_steps, baseline, context, segments)
+    moving = moving_masks(only, setup)
     batch = setup.batch
     prefix = batch.first_difference() if setup.share_prefix and baseline == "other" else 0
     runs = _trace_runs(model, setup, baseline, context, prefix)
     store = _Store.empty(setup, segments)
-    bar = tqdm(total=len(setup.layers) * len(setup.components) * n_steps, desc=f"IG {setup.direction}", unit="step",
-               disable=not setup.progress)
-    for layer in setup.layers:
+    jobs = [(layer, kind) for layer in setup.layers for kind in setup.components if moving is None or bool(moving[kind][layer].any())]
+    bar = tqdm(total=len(jobs) * n_steps, desc=f"IG {setup.direction}", unit="step", disable=not setup.progress)
+    for layer, kind in jobs:
         steps_per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, setup.info.n_layers - layer, True)
-        for kind in setup.components:
-            _attribute_layer(model, setup, runs, store, layer, kind, baseline, n_steps, method, tolerance, max_steps,
-                             segments, steps_per_pass, bar)
+        _attribute_layer(model, setup, runs, store, layer, kind, baseline, n_steps, method, tolerance, max_steps,
+                         segments, steps_per_pass, bar, None if moving is None else moving[kind][layer])
     bar.close()
+    if moving is not None:  # the components held still have no attribution in the moving set's game
+        for kind in setup.components:
+            store.scores[kind][:, ~moving[kind]] = float("nan")
+            store.profile[kind][:, ~moving[kind]] = float("nan")
     return setup.result("integrated_gradients", store.scores, runs.clean_metric, runs.corrupted_metric,
                         completeness=store.completeness, path_profile=store.profile, n_steps=n_steps, method=method,
                         baseline=baseline, context=context, segments=segments, tolerance=tolerance, max_steps=max_steps,
-                        shared_prefix=prefix)
+                        shared_prefix=prefix, **({} if moving is None else {"only": {k: int(m.sum()) for k, m in moving.items()}}))
+
+
+def moving_masks(only: Mapping[str, Any] | None, setup: Setup) -> dict[str, Tensor] | None:
+    """``only=`` as a ``[layer, component]`` bool mask per kind of ``setup``'s components (a kind not named: none moves)."""
+    if only is None:
+        return None
+    info = setup.info
+    sizes = {"heads": info.n_heads, "neurons": info.d_mlp}
+    if not isinstance(only, Mapping) or not set(only) <= set(sizes):
+        raise AttributionError(f"only must be {{kind: mask}} with kinds 'heads', 'neurons'; got {only!r:.80}")
+    masks = {}
+    for kind in setup.components:
+        value, mask = only.get(kind), torch.zeros(info.n_layers, sizes[kind], dtype=torch.bool)
+        if isinstance(value, Mapping):
+            for layer, indices in value.items():
+                index = torch.as_tensor(indices, dtype=torch.long).flatten()
+                if not 0 <= int(layer) < info.n_layers or (len(index) and (index.min() < 0 or index.max() >= sizes[kind])):
+                    raise AttributionError(f"only[{kind!r}]: layer {layer} or its indices are out of range "
+                                           f"({info.n_layers} layers, {sizes[kind]} {kind} per layer)")
+                mask[int(layer), index] = True
+        elif value is not None:
+            value = torch.as_tensor(value)
+            if value.dtype != torch.bool or tuple(value.shape) != tuple(mask.shape):
+                raise AttributionError(f"only[{kind!r}] must be a bool mask of shape {tuple(mask.shape)} or {{layer: indices}}")
+            mask = value.clone()
+        masks[kind] = mask
+    return masks
 
 
 def _check_options(n_steps, method, tolerance, max_steps, baseline, context, segments) -> None:
@@ -291,12 +332,18 @@ class _Store:
 
 
 def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int, kind: str, baseline: str, n_steps: int,
-                     method: str, tolerance, max_steps: int, segments: int, steps_per_pass: int, bar) -> None:
-    """IG of one layer's components of ``kind``, with its points doubled until completeness holds (``tolerance``)."""
+                     method: str, tolerance, max_steps: int, segments: int, steps_per_pass: int, bar,
+                     moving: Tensor | None = None) -> None:
+    """IG of one layer's components of ``kind``, with its points doubled until completeness holds (``tolerance``);
+    ``moving``: a bool mask over the layer's components, the only ones that leave the baseline."""
     name = hook_name(kind, layer)
     x = runs.input.cache[name]
     x0 = runs.baseline.cache[name] if baseline == "other" else torch.zeros_like(x)
-    target = _layer_target(model, setup, runs, layer, name, x0, x, baseline, steps_per_pass)
+    whole = moving is None or bool(moving.all())
+    if not whole:  # the path's end: the moving components at their input values, the others at the baseline
+        shape = (1, 1, -1, 1) if kind == "heads" else (1, 1, -1)
+        x = torch.where(moving.to(x.device).view(shape), x, x0)
+    target = _layer_target(model, setup, runs, layer, name, x0, x, baseline, steps_per_pass, whole)
     steps = n_steps
     while True:
         total, prof = _integrate(model, runs.context, layer, name, kind, x0, x, setup.metric, setup.batch,
@@ -317,14 +364,15 @@ def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int
 
 @torch.no_grad()
 def _layer_target(model, setup: Setup, runs: _Runs, layer: int, name: str, x0: Tensor, x: Tensor, baseline: str,
-                  per_pass: int) -> Tensor:
-    """Completeness target: the metric with the whole layer at its input minus at its baseline value, per prompt.
+                  per_pass: int, whole: bool = True) -> Tensor:
+    """Completeness target: the metric with the layer at ``x`` minus at ``x0``, per prompt.
 
     With the other prompt's baseline, one end is the context run itself (the layer at its own value), whose metric
-    is already known: only the other end is run. With the zero baseline both ends are run (in one pass when
+    is already known: only the other end is run (unless only part of the layer moves, ``whole`` False, in the input's
+    context: then neither end is the run's own). With the zero baseline both ends are run (in one pass when
     ``per_pass`` allows two copies of the batch)."""
     P = len(setup.batch)
-    if baseline == "other":
+    if baseline == "other" and (whole or runs.context is runs.baseline):
         own = setup.metric(runs.context.final, setup.batch).double()
         other = x if runs.context is runs.baseline else x0
         final = run_from(model, runs.context, layer, 1, [(name, functools.partial(_replace, value=other))], last=setup.batch.last)

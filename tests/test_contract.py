@@ -42,6 +42,7 @@ OPTION_VALUES = {
     "max_steps": 8,
     "qk_fix": False,
     "grad_drop": False,
+    "only": {"heads": {0: [1, 2]}},
 }
 NOT_OPTIONS = {"model", "batch", "metric", "direction"}
 

@@ -1,0 +1,229 @@
+"""Why IG and AP disagree: interactions between the components of one layer, measured by joint patches.
+
+The idea. Per-layer IG in AP's base run (``context="baseline"``) moves every component of a
+layer from its baseline value to its input value *together*. IG of one component *alone*
+(every other component of its layer held at the baseline: ``integrated_gradients(...,
+only=...)``) is exactly its AP, by the fundamental theorem of calculus: the path ends at
+that component patched into the base run. So the whole of IG_c − AP_c comes from the other
+components of the layer moving with c along the path. To second order in the layer's
+activation,
+
+    IG_c − AP_c ≈ ½ Σ_{c′ ≠ c} I(c, c′),   I(c, c′) = AP({c, c′}) − AP(c) − AP(c′),
+
+with AP({c, c′}) the two patched together (exact when the metric is quadratic in the
+layer's activation: IG is then the Aumann–Shapley value of the layer's game, which splits
+each pair's interaction evenly). AND-like pairs (I > 0: each needs the other) push IG above
+AP in the direction patched, OR-like pairs (I < 0: either suffices) below it. What the pairs
+do not explain is higher-order interaction, and quadrature error (bounded by IG's
+completeness tolerance).
+
+- :func:`joint_patches`: the metric's change with each of many sets of one layer's
+  components patched together, many sets per pass, from that layer up (:mod:`ig_ap.replay`).
+- :func:`pair_interactions`: I(c, c′) for every pair of a layer's heads, or of chosen neurons
+  and their partners, with each component's AP.
+- :func:`partner_screen`: the cheap screen that picks each neuron's likely partners among all
+  neurons of its layer (one forward and backward pass per neuron), whose recall against
+  exhaustive pairs ``tests/test_interactions.py`` measures.
+- :func:`pairwise_prediction`, :class:`Account`: ½ Σ I per component, and the share of the
+  disagreement Σ_c (IG_c − AP_c)² it explains, with an interval over prompts.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from ig_ap.ablation import _patch_masked
+from ig_ap.analysis import Interval, jackknife_interval
+from ig_ap.attribution import AttributionError, base_and_source, hook_name, prepare
+from ig_ap.ig import _replace
+from ig_ap.replay import MEMORY_MB, run_from, trace
+
+
+@torch.no_grad()
+def joint_patches(
+    model,
+    batch,
+    layer: int,
+    kind: str,
+    sets: Bool[Tensor, "set component"],
+    direction: str = "denoising",
+    metric=None,
+    memory_mb: float = MEMORY_MB,
+    internal_batch_size: int | None = None,
+    device: str | None = None,
+) -> tuple[Float[Tensor, "set prompt"], Float[Tensor, "prompt"], Float[Tensor, "prompt"]]:
+    """metric(base run with each set of ``layer``'s components patched together) − metric(base run), per set and prompt.
+
+    ``sets[j]`` marks the components of kind ``kind`` (``"heads"``, ``"neurons"``) patched
+    together in set ``j``, each taking its value from the source run at every position
+    (``direction`` as AP's: ``"denoising"`` patches clean values into the corrupted run).
+    Returns (changes ``[set, prompt]``, metric(clean), metric(corrupted)), in the metric's
+    units. A set of one component is its AP exactly.
+    """
+    setup = prepare(model, batch, metric, direction, (kind,), layers=[layer], internal_batch_size=internal_batch_size,
+                    memory_mb=memory_mb, share_prefix=True, device=device, progress=False)
+    batch, P, name = setup.batch, len(setup.batch), hook_name(kind, layer)
+    size = setup.info.n_heads if kind == "heads" else setup.info.d_mlp
+    sets = torch.as_tensor(sets, dtype=torch.bool)
+    if sets.dim() != 2 or sets.shape[1] != size:
+        raise AttributionError(f"sets must be a [set, {size}] bool mask over the {kind} of layer {layer}, got {tuple(sets.shape)}")
+    prefix = batch.first_difference()
+    clean = trace(model, batch.clean, batch.last, [name], prefix=prefix)
+    corrupted = trace(model, batch.corrupted, batch.last, [name], prefix=prefix)
+    base, source = base_and_source(direction, clean, corrupted)
+    base_metric = setup.metric(base.final, batch)
+    per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, setup.info.n_layers - layer, False)
+    changes = []
+    for start in range(0, len(sets), per_pass):
+        chunk = sets[start:start + per_pass].to(base.final.device)
+        hook = functools.partial(_patch_masked, source=source.cache[name], masks=chunk, n_prompts=P)
+        final = run_from(model, base, layer, len(chunk), [(name, hook)], last=batch.last)
+        changes.append(setup.metric(final.view(len(chunk), P, -1), batch) - base_metric)
+    return torch.cat(changes).float().cpu(), setup.metric(clean.final, batch).float().cpu(), setup.metric(corrupted.final, batch).float().cpu()
+
+
+@dataclass(frozen=True)
+class PairInteractions:
+    """Joint-patching interactions of components of one layer: ``ap[p, i]`` of component ``components[i]`` alone and
+    ``interaction[p, i, j]`` = AP({i, j}) − AP(i) − AP(j), NaN for pairs not patched (and on the diagonal), in the
+    metric's units; ``gap`` is metric(clean) − metric(corrupted) per prompt."""
+
+    layer: int
+    kind: str
+    direction: str
+    components: Int[Tensor, "component"]
+    ap: Float[Tensor, "prompt component"]
+    interaction: Float[Tensor, "prompt component component"]
+    gap: Float[Tensor, "prompt"]
+
+    def half_sum(self) -> Float[Tensor, "prompt component"]:
+        """½ Σ_{c′} I(c, c′) per component: the pairwise prediction of IG_c − AP_c (pairs not patched count 0)."""
+        return 0.5 * self.interaction.nan_to_num(0.0).sum(-1)
+
+
+def pair_interactions(
+    model,
+    batch,
+    layer: int,
+    kind: str,
+    direction: str = "denoising",
+    components: Sequence[int] | None = None,
+    partners: dict[int, Sequence[int]] | None = None,
+    metric=None,
+    memory_mb: float = MEMORY_MB,
+    internal_batch_size: int | None = None,
+    device: str | None = None,
+) -> PairInteractions:
+    """I(c, c′) for pairs of ``layer``'s components by exact joint patches, batched (:func:`joint_patches`).
+
+    ``components``: the components to measure (all of the layer's by default: every pair of
+    heads is 36 joint patches for 9 heads); ``partners``: ``{component: [partners]}`` to patch
+    only those pairs (for neurons, the partners :func:`partner_screen` picks), each pair once.
+    The result is indexed by ``components`` followed by every partner not among them.
+    """
+    info = prepare(model, batch, metric, direction, (kind,), layers=[layer], device=device, progress=False).info
+    size = info.n_heads if kind == "heads" else info.d_mlp
+    chosen = list(range(size)) if components is None else [int(c) for c in components]
+    if partners is None:
+        pairs = list(itertools.combinations(range(len(chosen)), 2))
+        order = chosen
+    else:
+        order = chosen + sorted({int(q) for c in partners for q in partners[c]} - set(chosen))
+        where = {c: i for i, c in enumerate(order)}
+        pairs = sorted({tuple(sorted((where[int(c)], where[int(q)]))) for c in partners for q in partners[c] if int(q) != int(c)})
+    n = len(order)
+    sets = torch.zeros(n + len(pairs), size, dtype=torch.bool)
+    sets[torch.arange(n), torch.tensor(order)] = True
+    for j, (a, b) in enumerate(pairs):
+        sets[n + j, [order[a], order[b]]] = True
+    changes, clean, corrupted = joint_patches(model, batch, layer, kind, sets, direction, metric, memory_mb, internal_batch_size, device)
+    singles = changes[:n].T  # [prompt, component]
+    interaction = torch.full((changes.shape[1], n, n), float("nan"))
+    for j, (a, b) in enumerate(pairs):
+        value = changes[n + j] - singles[:, a] - singles[:, b]
+        interaction[:, a, b] = interaction[:, b, a] = value
+    return PairInteractions(layer, kind, direction, torch.tensor(order), singles, interaction, clean - corrupted)
+
+
+def partner_screen(
+    model,
+    batch,
+    layer: int,
+    kind: str,
+    components: Sequence[int],
+    k: int,
+    direction: str = "denoising",
+    metric=None,
+    device: str | None = None,
+) -> dict[int, list[int]]:
+    """Each component's ``k`` likely partners in its layer: the largest |AtP of c′ with c patched − AtP of c′|.
+
+    The screen is attribution patching of the whole layer twice, in the base run and in the
+    base run with ``c`` patched: the change of c′'s first-order effect when c is patched is
+    the first-order estimate of I(c, c′) (exact for a metric quadratic in the layer). One
+    forward and backward pass per component ``c`` screens every partner of its layer at
+    once, where exact pairs cost one patch each.
+    """
+    setup = prepare(model, batch, metric, direction, (kind,), layers=[layer], device=device, progress=False)
+    batch, P, name = setup.batch, len(setup.batch), hook_name(kind, layer)
+    with torch.no_grad():
+        clean = trace(model, batch.clean, batch.last, [name])
+        corrupted = trace(model, batch.corrupted, batch.last, [name])
+    base, source = base_and_source(direction, clean, corrupted)
+    x0, x1 = base.cache[name], source.cache[name]
+    delta = x1 - x0
+    summed = (1, 3) if kind == "heads" else (1,)  # positions (and d_head) of [prompt, pos, ...]
+    rows = [None] + [int(c) for c in components]
+    points = []
+    for c in rows:
+        point = x0.clone()
+        if c is not None:
+            point[:, :, c] = x1[:, :, c]
+        points.append(point)
+    point = torch.cat(points).requires_grad_(True)
+    with torch.enable_grad():
+        final = run_from(model, base, layer, len(rows), [(name, functools.partial(_replace, value=point))], last=batch.last)
+        values = setup.metric(final.view(len(rows), P, -1), batch)
+        (grad,) = torch.autograd.grad(values.sum(), point)
+    atp = (grad.view(len(rows), *x0.shape) * delta.unsqueeze(0)).sum(dim=tuple(d + 1 for d in summed))  # [row, prompt, component]
+    screen = (atp[1:] - atp[:1]).abs().mean(1)  # [component, partner]
+    found = {}
+    for i, c in enumerate(rows[1:]):
+        screen[i, c] = -1.0  # not its own partner
+        found[c] = screen[i].topk(min(k, screen.shape[1] - 1)).indices.tolist()
+    return found
+
+
+# --------------------------------------------------------------------------- the account
+
+
+@dataclass(frozen=True)
+class Account:
+    """The disagreement of IG and AP over components, and the part of it the pairwise interactions predict.
+
+    Per prompt: ``disagreement`` Σ_c (IG_c − AP_c)², ``residual`` Σ_c (IG_c − AP_c − ½ Σ I)²,
+    both over the components accounted. :meth:`explained` is 1 − Σ residual / Σ
+    disagreement over prompts (a ratio of means, with a jackknife interval over prompts):
+    the share of the squared disagreement that pairwise interactions inside layers explain.
+    """
+
+    disagreement: Float[Tensor, "prompt"]
+    residual: Float[Tensor, "prompt"]
+
+    def explained(self) -> Interval:
+        values = torch.stack([self.disagreement, self.residual], -1).double()
+        return jackknife_interval(values, lambda v: 1 - v[..., 1].mean(-1) / v[..., 0].mean(-1))
+
+
+def account(ig: Float[Tensor, "prompt component"], ap: Float[Tensor, "prompt component"],
+            predicted: Float[Tensor, "prompt component"]) -> Account:
+    """The :class:`Account` of IG against AP, with ``predicted`` the pairwise prediction of IG − AP (``half_sum``)."""
+    difference = (ig - ap).double()
+    return Account((difference ** 2).sum(-1), ((difference - predicted.double()) ** 2).sum(-1))

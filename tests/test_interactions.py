@@ -1,0 +1,146 @@
+"""Why IG and AP disagree: IG of one component alone is its AP; joint patches measure what the rest adds."""
+
+import pytest
+import torch
+
+from ig_ap.ablation import patch_sets
+from ig_ap.attribution import AttributionError, hook_name
+from ig_ap.ig import integrated_gradients
+from ig_ap.interactions import account, joint_patches, pair_interactions, partner_screen
+from ig_ap.patching import activation_patching
+from ig_ap.tasks import make_dataset
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+@pytest.mark.parametrize("kind", ["heads", "neurons"])
+def test_ig_of_one_component_alone_is_its_ap(tiny_model, direction, kind):
+    """The identity: with every other component of its layer held at the baseline, in the base run's context, IG's path
+    ends at the component patched: its IG is its AP up to quadrature error (the fundamental theorem of calculus)."""
+    batch = make_dataset("ioi", tiny_model, n=3, seed=0).batch()
+    ap = activation_patching(tiny_model, batch, direction=direction, components=(kind,), progress=False)
+    for layer, component in ((0, 1), (1, 3)):
+        ig = integrated_gradients(tiny_model, batch, direction=direction, components=(kind,), context="baseline", n_steps=16,
+                                  only={kind: {layer: [component]}}, progress=False)
+        torch.testing.assert_close(ig[kind][:, layer, component], ap[kind][:, layer, component], atol=1e-5, rtol=1e-4)
+        scores = ig[kind].clone()
+        scores[:, layer, component] = float("nan")
+        assert scores.isnan().all()  # the components held still have no attribution
+        assert ig.completeness[kind]["relative"][:, layer].max() < 1e-4
+
+
+def _reference_ig(model, batch, layer, kind, members, n_steps=128):
+    """IG of ``members`` moving together (the rest of their layer at the corrupted value) in the corrupted run, by a
+    midpoint Riemann sum over hooks on the full model: independent of the kernel's replay and quadrature."""
+    name = hook_name(kind, layer)
+    cache = {}
+    for tokens, tag in ((batch.clean, "clean"), (batch.corrupted, "corrupted")):
+        with model.hooks(fwd_hooks=[(name, lambda activation, hook, tag=tag: cache.setdefault(tag, activation.detach().clone()))]):
+            model(tokens)
+    x0, x1 = cache["corrupted"], cache["clean"]
+    mask = torch.zeros(x0.shape[2], dtype=torch.bool)
+    mask[members] = True
+    shape = (1, 1, -1, 1) if kind == "heads" else (1, 1, -1)
+    delta = torch.where(mask.view(shape), x1 - x0, torch.zeros_like(x0))
+    total = torch.zeros(len(batch), x0.shape[2], dtype=torch.float64)
+    P, chunk = len(batch), 64
+    alphas = (torch.arange(n_steps, dtype=torch.float64) + 0.5) / n_steps
+    for start in range(0, n_steps, chunk):  # many points per pass: the prompts repeated once per point
+        a = alphas[start:start + chunk].to(x0.dtype)
+        S = len(a)
+        point = (x0.unsqueeze(0) + a.view(S, *([1] * x0.dim())) * delta.unsqueeze(0)).reshape(S * P, *x0.shape[1:])
+        point.requires_grad_(True)
+        with model.hooks(fwd_hooks=[(name, lambda activation, hook: point)]):
+            logits = model(batch.corrupted.repeat(S, 1))
+        last = logits[torch.arange(S * P), batch.last.repeat(S)].view(S, P, -1)
+        (grad,) = torch.autograd.grad(batch.metric(last, batch).sum(), point)
+        total += (grad.view(S, *x0.shape) * delta).sum(dim=(0, 2, 4) if kind == "heads" else (0, 2)).double() / n_steps
+    return total
+
+
+@pytest.mark.parametrize("kind", ["heads", "neurons"])
+def test_moving_a_subset_gives_ig_in_that_subsets_game(tiny_gpt2, kind):
+    """only= a set S: each member's IG is IG of the game where S alone moves (checked against a plain Riemann sum over
+    hooks on the full model), and S's attributions add up to S patched jointly."""
+    batch = make_dataset("ioi", tiny_gpt2, n=3, seed=1).batch()
+    layer, members = 1, [0, 2, 3]
+    ig = integrated_gradients(tiny_gpt2, batch, direction="denoising", components=(kind,), context="baseline", n_steps=32,
+                              only={kind: {layer: members}}, progress=False)
+    reference = _reference_ig(tiny_gpt2, batch, layer, kind, members)
+    torch.testing.assert_close(ig[kind][:, layer, members].double(), reference[:, members], atol=2e-4, rtol=1e-3)
+    size = ig[kind].shape[-1]
+    together = torch.zeros(1, size, dtype=torch.bool)
+    together[0, members] = True
+    joint, _, _ = joint_patches(tiny_gpt2, batch, layer, kind, together, "denoising")
+    torch.testing.assert_close(ig[kind][:, layer, members].sum(-1), joint[0], atol=1e-5, rtol=1e-4)
+
+
+def test_only_is_checked_before_any_work(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=2, seed=0).batch()
+    with pytest.raises(AttributionError, match="out of range"):
+        integrated_gradients(tiny_gpt2, batch, components=("heads",), only={"heads": {0: [99]}}, progress=False)
+    with pytest.raises(AttributionError, match="per-layer IG"):
+        integrated_gradients(tiny_gpt2, batch, components=("heads",), path="network", only={"heads": {0: [1]}}, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["heads", "neurons"])
+def test_joint_patches_of_one_are_ap_and_of_two_are_the_ablation_modules(tiny_model, kind):
+    """joint_patches starts at the patched layer; patch_sets (ablation) runs the whole model: the two must agree, and a set
+    of one component is AP."""
+    batch = make_dataset("ioi", tiny_model, n=3, seed=0).batch()
+    size = tiny_model.cfg.n_heads if kind == "heads" else tiny_model.cfg.d_mlp
+    sets = torch.zeros(3, size, dtype=torch.bool)
+    sets[0, 1] = True
+    sets[1, [0, 2]] = True
+    sets[2, [1, 2, 3]] = True
+    changes, clean, corrupted = joint_patches(tiny_model, batch, 1, kind, sets, "denoising")
+    ap = activation_patching(tiny_model, batch, direction="denoising", components=(kind,), progress=False)
+    torch.testing.assert_close(changes[0], ap[kind][:, 1, 1], atol=1e-5, rtol=1e-4)
+    masks = []
+    for s in sets:
+        mask = torch.zeros(tiny_model.cfg.n_layers, size, dtype=torch.bool)
+        mask[1] = s
+        masks.append({kind: mask})
+    patched = patch_sets(tiny_model, batch, masks, "denoising", normalize="none")
+    torch.testing.assert_close(changes, patched.metric - corrupted, atol=1e-5, rtol=1e-4)
+
+
+def test_pair_interactions_are_joint_minus_singles_for_every_pair(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
+    pairs = pair_interactions(tiny_gpt2, batch, 1, "heads")
+    H = tiny_gpt2.cfg.n_heads
+    assert pairs.interaction.shape == (3, H, H) and pairs.interaction.diagonal(dim1=1, dim2=2).isnan().all()
+    sets = torch.zeros(1, H, dtype=torch.bool)
+    sets[0, [0, 3]] = True
+    joint, _, _ = joint_patches(tiny_gpt2, batch, 1, "heads", sets)
+    torch.testing.assert_close(pairs.interaction[:, 0, 3], joint[0] - pairs.ap[:, 0] - pairs.ap[:, 3], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pairs.interaction, pairs.interaction.transpose(1, 2), equal_nan=True)
+    # only the pairs asked for, the partners appended after the components
+    some = pair_interactions(tiny_gpt2, batch, 1, "neurons", components=[5], partners={5: [7, 9]})
+    assert some.components.tolist() == [5, 7, 9] and some.interaction[:, 1, 2].isnan().all()
+    assert not some.interaction[:, 0, 1:].isnan().any()
+
+
+def test_the_partner_screen_finds_the_strongest_partners(tiny_gpt2):
+    """Recall of the screen against exhaustive pairs on a small layer: for 4 neurons of layer 1 (256 neurons), the true
+    8 strongest partners by mean |I| over prompts, and the screen's 32 (an eighth of the layer)."""
+    batch = make_dataset("ioi", tiny_gpt2, n=4, seed=0).batch()
+    ap = activation_patching(tiny_gpt2, batch, direction="denoising", components=("neurons",), layers=[1], progress=False)
+    chosen = ap.neurons[:, 1].abs().mean(0).topk(4).indices.tolist()
+    screened = partner_screen(tiny_gpt2, batch, 1, "neurons", chosen, k=32)
+    everything = {c: [q for q in range(tiny_gpt2.cfg.d_mlp) if q != c] for c in chosen}
+    exact = pair_interactions(tiny_gpt2, batch, 1, "neurons", components=chosen, partners=everything)
+    recalls = []
+    for i, c in enumerate(chosen):
+        strength = exact.interaction[:, i].abs().mean(0).nan_to_num(-1.0)
+        truth = {int(exact.components[j]) for j in strength.topk(8).indices}
+        recalls.append(len(truth & set(screened[c])) / 8)
+    recall = sum(recalls) / len(recalls)
+    assert recall >= 0.75, f"screen recall {recall:.2f} ({recalls})"
+
+
+def test_the_account_splits_the_disagreement():
+    ig, ap = torch.randn(5, 9), torch.randn(5, 9)
+    assert account(ig, ap, ig - ap).explained().value == pytest.approx(1.0)
+    assert account(ig, ap, torch.zeros(5, 9)).explained().value == pytest.approx(0.0)
+    half = account(ig, ap, 0.5 * (ig - ap)).explained()
+    assert half.value == pytest.approx(0.75) and half.low <= 0.75 <= half.high
