@@ -20,8 +20,9 @@ EAP-IG (``.csv``)           its IOI files' ``clean, corrupted, correct_idx, inco
                            past); its Gender-Bias files' ``clean_answer_idx, corrupted_answer_idx`` (and
                            ``label``); its Capital-Country (``fact-retrieval-comma``) files' ``country_idx,
                            corrupted_country_idx`` (and the names beside them); or its Greater-Than
-                           file's ``clean, corrupted, label`` (the start year's last two digits), scored
-                           by the built-in Greater-Than metric for this tokenizer
+                           files' ``clean, corrupted, label`` or ``clean, corrupted, correct_idx`` (the
+                           start year's last two digits, not a token id), scored by the built-in
+                           Greater-Than metric for this tokenizer
 =========================  ======================================================================
 
 The metric: ``logit_diff`` is the mean logit of the answers minus the mean logit of the
@@ -68,7 +69,6 @@ EAP_IG_LAYOUTS: dict[str, tuple[tuple[str, str], tuple[str, ...]]] = {
 }
 """EAP-IG's CSV layouts with token-id columns: (answer id column, wrong-answer id column) and every column its files
 hold, as its IOI, Gender-Bias and Capital-Country (``fact-retrieval-comma``) files publish them."""
-EAP_IG_GREATER_THAN = ("clean", "corrupted", "label")
 GREATER_THAN_LAYOUT = "EAP-IG Greater-Than"
 ANSWER_SEPARATOR = "|"
 
@@ -285,9 +285,10 @@ def _read(path: Path, text: str, problems: _Problems) -> tuple[list[_Row], str]:
                 rows.append(_Row(number, record.get("clean") or "", record.get("corrupted") or "", (ids[0],), (ids[1],),
                                  columns=(answer_column, wrong_column)))
             return rows, layout
-    if set(named) == set(EAP_IG_GREATER_THAN):
-        return [_Row(number, record.get("clean") or "", record.get("corrupted") or "", ((record.get("label") or "").strip(),), ())
-                for number, record in enumerate(reader, 1)], GREATER_THAN_LAYOUT
+    for label in ("label", "correct_idx"):  # EAP-IG's greater_than_data.csv, and eap-ig-faithfulness's data/greater-than files
+        if set(named) == {"clean", "corrupted", label}:
+            return [_Row(number, record.get("clean") or "", record.get("corrupted") or "", ((record.get(label) or "").strip(),), ())
+                    for number, record in enumerate(reader, 1)], GREATER_THAN_LAYOUT
     unknown = sorted(set(named) - set(OURS))
     if unknown:
         raise TaskError(f"{path}: unknown column(s) {', '.join(unknown)}; the columns are {', '.join(OURS)} (metric optional), "

@@ -181,6 +181,9 @@ def test_eap_igs_greater_than_layout_reads_into_the_built_in_task(tmp_path, tiny
     assert torch.equal(data.candidates, built_in.candidates)
     logits = torch.randn(len(data), tiny_gpt2.cfg.d_vocab)
     torch.testing.assert_close(data.batch().metric(logits, data.batch()), built_in.batch().metric(logits, built_in.batch()))
+    other = tmp_path / "gpt2.csv"  # eap-ig-faithfulness's data/greater-than layout: the same label, named correct_idx
+    other.write_text(path.read_text().replace("clean,corrupted,label", "clean,corrupted,correct_idx", 1))
+    assert torch.equal(load_task_file(other, tiny_gpt2).answers, built_in.answers)
     path.write_text("clean,corrupted,label\nThe war lasted from the year 1732 to the year 17,The war lasted from the year 1701 to the year 17,1732\n")
     with pytest.raises(TaskError, match="row 1: label '1732' is not a year's last two digits"):
         load_task_file(path, tiny_gpt2)
