@@ -201,6 +201,48 @@ def partner_screen(
     return found
 
 
+@dataclass(frozen=True)
+class LayerInteractions:
+    """Every pair of heads of every layer (or of the layers asked for), by joint patches: the results cache's unit.
+
+    ``ap[p, l, c]``: AP of head c of layer l alone; ``interaction[p, l, c, c′]``: I(c, c′), NaN on
+    the diagonal and for layers not measured; metrics in the metric's units, ``gap`` per prompt.
+    """
+
+    direction: str
+    ap: Float[Tensor, "prompt layer component"]
+    interaction: Float[Tensor, "prompt layer component component"]
+    gap: Float[Tensor, "prompt"]
+
+    def half_sum(self) -> Float[Tensor, "prompt layer component"]:
+        """½ Σ_{c′} I(c, c′) of every component: the pairwise prediction of per-layer IG − AP (NaN where not measured)."""
+        half = 0.5 * self.interaction.nan_to_num(0.0).sum(-1)
+        return half.masked_fill(self.ap.isnan(), float("nan"))
+
+    def to_dict(self) -> dict[str, Tensor]:
+        return {"direction": torch.tensor(0 if self.direction == "denoising" else 1), "ap": self.ap,
+                "interaction": self.interaction, "gap": self.gap}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Tensor]) -> "LayerInteractions":
+        return cls("denoising" if int(value["direction"]) == 0 else "noising", value["ap"], value["interaction"], value["gap"])
+
+
+def head_interactions(model, batch, direction: str = "denoising", layers: Sequence[int] | None = None,
+                      memory_mb: float = MEMORY_MB) -> LayerInteractions:
+    """I(c, c′) for every pair of heads in each of ``layers`` (all by default): :func:`pair_interactions` per layer."""
+    info = prepare(model, batch, None, direction, ("heads",), device=None, progress=False).info
+    layers = range(info.n_layers) if layers is None else layers
+    P, H = len(batch), info.n_heads
+    ap = torch.full((P, info.n_layers, H), float("nan"))
+    interaction = torch.full((P, info.n_layers, H, H), float("nan"))
+    gap = None
+    for layer in layers:
+        pairs = pair_interactions(model, batch, layer, "heads", direction, memory_mb=memory_mb)
+        ap[:, layer], interaction[:, layer], gap = pairs.ap, pairs.interaction, pairs.gap
+    return LayerInteractions(direction, ap, interaction, gap)
+
+
 # --------------------------------------------------------------------------- the account
 
 
@@ -227,3 +269,27 @@ def account(ig: Float[Tensor, "prompt component"], ap: Float[Tensor, "prompt com
     """The :class:`Account` of IG against AP, with ``predicted`` the pairwise prediction of IG − AP (``half_sum``)."""
     difference = (ig - ap).double()
     return Account((difference ** 2).sum(-1), ((difference - predicted.double()) ** 2).sum(-1))
+
+
+LABELS = ("AND-like pairs", "OR-like pairs", "not pairwise")
+"""How :func:`label_disagreements` names a component's disagreement (rule: its docstring and the methods page)."""
+
+
+def label_disagreements(difference: Float[Tensor, "..."], predicted: Float[Tensor, "..."], explained: float = 0.5) -> list[str]:
+    """Label each disagreement IG − AP by what explains it (one rule, stated once; the methods page states it too).
+
+    When the pairwise prediction ½ Σ I has the disagreement's sign and at least ``explained``
+    of its size, the disagreement is the pairs': superadditive (I > 0, the pair does more
+    together than apart: each needs the other, **AND-like**) or subadditive (I < 0, either one
+    does what both do: **OR-like**). I is a second difference of the metric, the same in both
+    directions (an AND gate has I > 0 whether its inputs are turned on in the off run or off in
+    the on run). Otherwise the disagreement is "not pairwise": interaction of three or more
+    components, or quadrature error. Inputs are per component (means over prompts).
+    """
+    labels = []
+    for d, q in zip(difference.flatten().tolist(), predicted.flatten().tolist()):
+        if d == 0 or q / d < explained:
+            labels.append(LABELS[2])
+        else:
+            labels.append(LABELS[0] if q > 0 else LABELS[1])
+    return labels

@@ -6,7 +6,8 @@ import torch
 from ig_ap.ablation import patch_sets
 from ig_ap.attribution import AttributionError, hook_name
 from ig_ap.ig import integrated_gradients
-from ig_ap.interactions import account, joint_patches, pair_interactions, partner_screen
+from ig_ap import toy
+from ig_ap.interactions import LABELS, account, joint_patches, label_disagreements, pair_interactions, partner_screen
 from ig_ap.patching import activation_patching
 from ig_ap.tasks import make_dataset
 
@@ -144,3 +145,17 @@ def test_the_account_splits_the_disagreement():
     assert account(ig, ap, torch.zeros(5, 9)).explained().value == pytest.approx(0.0)
     half = account(ig, ap, 0.5 * (ig - ap)).explained()
     assert half.value == pytest.approx(0.75) and half.low <= 0.75 <= half.high
+
+
+@pytest.mark.parametrize("gate", ["and", "or"])
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_the_label_rule_names_the_toy_gates_right(gate, direction):
+    """The toy gate nets, whose answer is known: the two inputs of an AND are labelled AND-like, of an OR OR-like, in both
+    directions. I(a, b) is the joint patch (the whole gap: ±1 normalised) minus the two single patches."""
+    net = toy.train_gate(gate, hidden=2, seed=0)
+    ap = toy.activation_patching(net, direction)
+    ig = toy.integrated_gradients(net, direction).scores
+    joint = 1.0 if direction == "denoising" else -1.0
+    interaction = joint - ap[0] - ap[1]
+    labels = label_disagreements(ig - ap, torch.full((2,), 0.5 * float(interaction)))
+    assert labels == [LABELS[0] if gate == "and" else LABELS[1]] * 2, (ig - ap, interaction)
