@@ -72,7 +72,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                      "02_aligned_baselines": {"n_prompts": 5, "n_prompts_neurons": 4, "neurons": 8, "ig_max_steps": 96},
                      "03_latent_components": {"n_prompts": 8, "neurons": 8, "ig_max_steps": 96},
                      "04_and_or_toy_models": {"n_prompts": 8, "ig_max_steps": 96},
-                     "05_head_patching": {"n_prompts": 12}},
+                     "05_head_patching": {"n_prompts": 12},
+                     "06_why_they_disagree": {"n_prompts": 8, "ig_max_steps": 96}},
     },
     # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
     # The kernels size their passes from memory_mb (rows = component × prompt or step ×
@@ -496,6 +497,7 @@ TASK_CHAPTERS: dict[str, tuple[str, str]] = {
     "01_background": ("task", "1. Background: IG and AP on one prompt pair"),
     "02_aligned_baselines": ("tasks", "2. Aligned baselines"),
     "03_latent_components": ("tasks", "3. Latent components: both directions"),
+    "06_why_they_disagree": ("tasks", "6. Why IG and AP disagree"),
 }
 """The chapters that apply to any task: the parameter each takes a task file by, and its title in a book on a task
 file. Chapters 4 (the AND/OR toy networks, checked on the built-in tasks) and 5 (IOI's name movers) are about the
@@ -505,7 +507,7 @@ TASK_PAGES = ("book/methods", "book/bibliography")
 """The pages a book on a task file has after its chapters."""
 
 TASK_PROMPTS = {"cpu": 20, "gpu": 100}
-"""A book on a task file runs chapters 2 and 3 on every row of the file, or a seeded sample of this many (per profile;
+"""A book on a task file runs chapters 2, 3 and 6 on every row of the file, or a seeded sample of this many (per profile;
 ``-p n_prompts N`` overrides it): one task affords as many prompts as the built-in book spends on four."""
 
 
@@ -553,7 +555,7 @@ def build_task_book(
     executed = []
     for i, notebook in enumerate(notebooks, 1):
         parameter = TASK_CHAPTERS[notebook.stem][0]
-        sized = {"n_prompts": n_prompts} if notebook.stem in ("02_aligned_baselines", "03_latent_components") else \
+        sized = {"n_prompts": n_prompts} if notebook.stem in ("02_aligned_baselines", "03_latent_components", "06_why_they_disagree") else \
             first if notebook.stem == "00_model" else {}
         parameters = profile_parameters(profile, notebook.stem, {**sized, **overrides, parameter: str(path)})
         print(f"[{i}/{len(notebooks)}] {notebook.stem} on {path.name} ({profile} profile)", flush=True)
@@ -597,7 +599,7 @@ def task_title_page(dataset, pair, info: ModelInfo, profile: str, n_prompts: int
         "metric": metric_name(task),
         "rows": kept,
         "model": f"{info.model_id} (`{info.hf_name}`): {info.n_layers} layers × {info.n_heads} heads, {info.d_mlp} neurons per layer",
-        "profile": f"`{profile}`; chapters 2 and 3 on {n_prompts} of the rows",
+        "profile": f"`{profile}`; chapters 2, 3 and 6 on {n_prompts} of the rows",
         "chapter 1's pair": f"row {extra['row_numbers'][_row_of(dataset, pair)]}: {pair.clean_prompts[0]!r} / {pair.corrupted_prompts[0]!r}",
         "built": f"{time.strftime('%Y-%m-%d')} with ig-ap {ig_ap.__version__}",
     }

@@ -278,17 +278,18 @@ LABELS = ("AND-like pairs", "OR-like pairs", "not pairwise")
 def label_disagreements(difference: Float[Tensor, "..."], predicted: Float[Tensor, "..."], explained: float = 0.5) -> list[str]:
     """Label each disagreement IG − AP by what explains it (one rule, stated once; the methods page states it too).
 
-    When the pairwise prediction ½ Σ I has the disagreement's sign and at least ``explained``
-    of its size, the disagreement is the pairs': superadditive (I > 0, the pair does more
-    together than apart: each needs the other, **AND-like**) or subadditive (I < 0, either one
-    does what both do: **OR-like**). I is a second difference of the metric, the same in both
-    directions (an AND gate has I > 0 whether its inputs are turned on in the off run or off in
-    the on run). Otherwise the disagreement is "not pairwise": interaction of three or more
-    components, or quadrature error. Inputs are per component (means over prompts).
+    When the pairwise prediction ½ Σ I has the disagreement's sign and lies within a factor
+    1 / ``explained`` of it (between half and twice its size by default), the disagreement is
+    the pairs': superadditive (I > 0, the pair does more together than apart: each needs the
+    other, **AND-like**) or subadditive (I < 0, either one does what both do: **OR-like**). I is
+    a second difference of the metric, the same in both directions (an AND gate has I > 0
+    whether its inputs are turned on in the off run or off in the on run). Otherwise the
+    disagreement is "not pairwise": interaction of three or more components (which the pairs
+    then miss or overshoot), or quadrature error. Inputs are per component (means over prompts).
     """
     labels = []
     for d, q in zip(difference.flatten().tolist(), predicted.flatten().tolist()):
-        if d == 0 or q / d < explained:
+        if d == 0 or not explained <= q / d <= 1 / explained:
             labels.append(LABELS[2])
         else:
             labels.append(LABELS[0] if q > 0 else LABELS[1])

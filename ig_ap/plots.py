@@ -451,14 +451,15 @@ def path_profile_lines(curves: dict[str, object], title: str) -> go.Figure:
 def paired_scatter(series: dict[str, tuple[object, object]], title: str, xaxis: str, yaxis: str, diagonal: bool = True) -> go.Figure:
     """One group of points per series (``(x, y)``, e.g. one point per prompt), with the line y = x for reference."""
     fig = go.Figure()
-    top = 0.0
+    top = bottom = 0.0
     for name, (x, y) in series.items():
         x, y = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float).ravel() for v in (x, y))
         top = max(top, float(np.nanmax(np.concatenate([x, y]))) if len(x) else 0.0)
+        bottom = min(bottom, float(np.nanmin(np.concatenate([x, y]))) if len(x) else 0.0)
         fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=name, marker=dict(size=7, opacity=0.7),
                                  hovertemplate=name + "<br>" + xaxis + " %{x:.3f}<br>" + yaxis + " %{y:.3f}<extra></extra>"))
     if diagonal:
-        fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="y = x", line=dict(dash="dot", color="grey")))
+        fig.add_trace(go.Scatter(x=[bottom, top], y=[bottom, top], mode="lines", name="y = x", line=dict(dash="dot", color="grey")))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis)
     return fig
 
