@@ -52,7 +52,7 @@ def test_parse_value_matches_papermill():
 
 def test_chapters_come_from_the_toc_and_declare_their_parameters():
     notebooks = book.chapters()
-    assert [n.stem[:2] for n in notebooks] == ["00", "01", "02", "03", "04", "05"]
+    assert [n.stem[:2] for n in notebooks] == ["00", "01", "02", "03", "04", "05", "06"]
     for notebook in notebooks:
         declared = book.chapter_parameters(notebook)
         assert {"model", "device", "seed"} <= set(declared), notebook
