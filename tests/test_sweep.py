@@ -187,7 +187,8 @@ def test_read_only_results_name_the_spec_that_produces_a_missing_one(tmp_path, t
 
 
 def test_the_book_reads_a_sweep_of_its_own_spec_without_computing(tmp_path):
-    """sweeps/book-gpu.yaml, scaled down to the tiny model, holds every attribution chapters 2-4 ask for."""
+    """sweeps/book-gpu.yaml, scaled down to the tiny model, holds every attribution chapters 2-4 and 6 ask for (chapter 6
+    computes its joint patches itself, into the chapter cache, not the sweep's folder)."""
     from ig_ap import book
 
     scaled = ["models=[tiny-gpt2]", "tasks=[ioi]", "n_prompts=3", "device=cpu", "n_steps=4"]
@@ -196,7 +197,7 @@ def test_the_book_reads_a_sweep_of_its_own_spec_without_computing(tmp_path):
     filled = _files(tmp_path / "results")
     parameters = {"model": "tiny-gpt2", "device": "cpu", "tasks": "ioi", "n_prompts": 3, "n_prompts_neurons": 3,
                   "ig_steps": 4, "neurons": "all", "n_resamples": 50, "toy_seeds": 2, "results": str(tmp_path / "results")}
-    for stem in ("02_aligned_baselines", "03_latent_components", "04_and_or_toy_models"):
+    for stem in ("02_aligned_baselines", "03_latent_components", "04_and_or_toy_models", "06_why_they_disagree"):
         executed = book.execute_chapter(book.ROOT / "book" / f"{stem}.ipynb", tmp_path / "executed", parameters)
         assert "Attributions read from the sweep results" in executed.read_text(), stem
     assert _files(tmp_path / "results") == filled  # read only: nothing computed into the sweep's folder
