@@ -193,14 +193,23 @@ class TaskDataset:
                        corrupted_prompts=pick(self.corrupted_prompts), clean_ids=pick(self.clean_ids),
                        corrupted_ids=pick(self.corrupted_ids), answers=self.answers[:k], answer_strings=pick(self.answer_strings))
 
+    def rows(self, index: Sequence[int]) -> "TaskDataset":
+        """The prompt pairs at ``index`` (in that order), as a dataset of their own whose ``variant`` names them, so that
+        results on a part of a dataset never share a cache entry with results on another part."""
+        index = [int(i) for i in (index.tolist() if hasattr(index, "tolist") else index)]
+        if not index or any(not 0 <= i < len(self) for i in index):
+            raise TaskError(f"rows must be a non-empty list of indices in 0 … {len(self) - 1}, got {index!r}")
+        pick = lambda items: [items[i] for i in index]  # noqa: E731
+        named = "-".join(map(str, index)) if len(index) <= 8 else hashlib.sha256(str(index).encode()).hexdigest()[:12]
+        return replace(self, variant=f"{self.variant}-rows{named}of{len(self)}", clean_prompts=pick(self.clean_prompts),
+                       corrupted_prompts=pick(self.corrupted_prompts), clean_ids=pick(self.clean_ids),
+                       corrupted_ids=pick(self.corrupted_ids), answers=self.answers[index], answer_strings=pick(self.answer_strings))
+
     def row(self, i: int) -> "TaskDataset":
         """The ``i``-th prompt pair alone, as a one-prompt dataset (its ``variant`` says which row)."""
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self):
             raise TaskError(f"row must be an int in 0 … {len(self) - 1}, got {i!r}")
-        pick = lambda items: items[i:i + 1]  # noqa: E731
-        return replace(self, variant=f"{self.variant}-row{i}of{len(self)}", clean_prompts=pick(self.clean_prompts),
-                       corrupted_prompts=pick(self.corrupted_prompts), clean_ids=pick(self.clean_ids),
-                       corrupted_ids=pick(self.corrupted_ids), answers=self.answers[i:i + 1], answer_strings=pick(self.answer_strings))
+        return self.rows([i])
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         """Consecutive batches of at most ``batch_size`` prompts."""
