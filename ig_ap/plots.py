@@ -320,18 +320,21 @@ def correlation_bars(summaries: dict[str, dict[str, object]], title: str) -> go.
     fig = go.Figure()
     tasks = list(summaries)
     with_intervals = any(getattr(k, "fisher", None) is not None for t in tasks for k in summaries[t].values())
+    lowest = 0.0
     for kind in ("heads", "neurons"):
         present = [t for t in tasks if kind in summaries[t]]
         if not present:
             continue
         triples = [_with_error(summaries[t][kind]) for t in present]
+        lowest = min([lowest] + [v - (down or 0.0) for v, _, down in triples if np.isfinite(v)])
         fig.add_trace(go.Bar(
             name=kind, x=present, y=[v for v, _, _ in triples], error_y=_error_bars(triples),
             hovertemplate="%{x} " + kind + "<br>r %{y:.3f}<extra></extra>",
         ))
     label = "mean per-prompt r (Fisher z), 95% interval" if with_intervals else "mean per-prompt |r|"
+    # the axis starts at 0 unless a bar or its interval goes below it (then at that value, at most −1)
     fig.update_layout(title=title, xaxis_title="task", yaxis_title=label, barmode="group",
-                      yaxis_range=[-1.05 if with_intervals else 0, 1.05])
+                      yaxis_range=[max(-1.05, lowest - 0.05) if lowest < 0 else 0, 1.05])
     return fig
 
 

@@ -64,6 +64,11 @@ def test_attribution_figures_build_with_named_hover():
     summary = correlation_summary(per_prompt_correlation(a, b))
     bars = plots.correlation_bars({"IOI": {"heads": summary, "neurons": summary}, "Greater-Than": {"heads": summary}}, "r")
     assert [t.name for t in bars.data] == ["heads", "neurons"] and list(bars.data[0].x) == ["IOI", "Greater-Than"]
+    low = summary.fisher.low if summary.fisher is not None else summary.mean_abs - summary.sd_abs
+    assert bars.layout.yaxis.range[0] == (0 if low >= 0 else max(-1.05, low - 0.05))  # no empty half when every r is above 0
+    positive = plots.correlation_bars({"IOI": {"heads": (0.6, 0.1)}}, "r")
+    negative = plots.correlation_bars({"IOI": {"heads": (-0.2, 0.1)}}, "r")
+    assert positive.layout.yaxis.range[0] == 0 and negative.layout.yaxis.range[0] == pytest.approx(-0.35)
     curves = plots.faithfulness_curves([0, 2, 4], {"IG": torch.rand(3, 5), "AP": torch.rand(3, 5)}, "faithfulness")
     assert [t.name for t in curves.data] == ["IG", "AP"] and len(curves.data[0].y) == 3
     amap = plots.asymmetry_map(a.mean(0), "asymmetry")
