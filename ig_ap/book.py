@@ -68,12 +68,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     # a head's attribution moves by at most 0.006 of the gap against 12 points (IOI, 5 prompts).
     "cpu": {
         "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 4, "neurons": 16,
-        "chapters": {"00_model": {"n_prompts": 100}, "01_background": {"ig_steps": 16, "neurons": 64, "ig_max_steps": 128},
-                     "02_aligned_baselines": {"n_prompts": 5, "n_prompts_neurons": 4, "neurons": 8, "ig_max_steps": 96},
-                     "03_latent_components": {"n_prompts": 8, "neurons": 8, "ig_max_steps": 96},
-                     "04_and_or_toy_models": {"n_prompts": 8, "ig_max_steps": 96},
-                     "05_head_patching": {"n_prompts": 12},
-                     "06_why_they_disagree": {"n_prompts": 8, "ig_max_steps": 96}},
+        "chapters": {"00_model": {"n_prompts": 50}, "01_background": {"ig_steps": 16, "neurons": 32, "ig_max_steps": 64},
+                     "02_aligned_baselines": {"n_prompts": 4, "n_prompts_neurons": 4, "neurons": 8, "ig_max_steps": 32,
+                                              "control_tasks": "ioi"},
+                     "03_latent_components": {"n_prompts": 8, "neurons": 4, "ig_max_steps": 32},
+                     "04_and_or_toy_models": {"n_prompts": 8, "ig_max_steps": 32},
+                     "05_head_patching": {"n_prompts": 8},
+                     "06_why_they_disagree": {"n_prompts": 8, "ig_max_steps": 32}},
     },
     # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
     # The kernels size their passes from memory_mb (rows = component × prompt or step ×
@@ -114,6 +115,7 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "internal_batch_size": (int, type(None)),
     "memory_mb": (int, float, type(None)),
     "tasks": (str, list),
+    "control_tasks": (str, list),
     "task": (str, type(None)),
     "neurons": (str, int),
     "hidden": (int,),
@@ -166,7 +168,7 @@ def check_parameters(**values: Any) -> None:
         if key == "results" and value is not None and not Path(value).expanduser().is_dir():
             raise ParameterError(f"parameter results must be a folder of sweep results (python -m ig_ap.sweep run SPEC "
                                  f"--results DIR), and {value!r} is not one")
-        if key in ("task", "tasks") and value is not None:
+        if key in ("task", "tasks", "control_tasks") and value is not None:
             try:
                 parsed = parse_tasks(value)
             except TaskError as error:
@@ -557,6 +559,8 @@ def build_task_book(
         parameter = TASK_CHAPTERS[notebook.stem][0]
         sized = {"n_prompts": n_prompts} if notebook.stem in ("02_aligned_baselines", "03_latent_components", "06_why_they_disagree") else \
             first if notebook.stem == "00_model" else {}
+        if notebook.stem == "02_aligned_baselines":
+            sized["control_tasks"] = "all"  # the book's one task gets its controls
         parameters = profile_parameters(profile, notebook.stem, {**sized, **overrides, parameter: str(path)})
         print(f"[{i}/{len(notebooks)}] {notebook.stem} on {path.name} ({profile} profile)", flush=True)
         executed.append(execute_chapter(notebook, out / "executed", parameters, force=force))

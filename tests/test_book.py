@@ -22,7 +22,7 @@ def test_check_parameters_rejects_wrong_types_in_one_line():
     book.check_parameters(neurons="all")
     book.check_parameters(neurons=8)
     for bad in [dict(n_prompts="abc"), dict(n_prompts=2.5), dict(n_prompts=True), dict(device=3), dict(n_prompts=0),
-                dict(neurons="some"), dict(neurons=0)]:
+                dict(neurons="some"), dict(neurons=0), dict(control_tasks="nope"), dict(control_tasks=3)]:
         with pytest.raises(book.ParameterError) as err:
             book.check_parameters(**bad)
         assert "\n" not in str(err.value) and next(iter(bad)) in str(err.value)
@@ -302,6 +302,19 @@ def test_a_task_book_has_the_chapters_for_any_task_and_a_title_page_naming_the_f
         assert "n_prompts = 6" in executed, stem  # every row: fewer than the profile's cap
     table = pd.read_parquet(html / "data" / book.RESULTS_EXPORT)
     assert set(table.task) == {f"file-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"}
+
+
+def test_chapter_2_runs_its_controls_on_the_tasks_of_control_tasks_only(built_book):
+    """The cpu profile keeps chapter 2's controls (zero baseline, control pairing) to IOI: the page says so and its
+    zero-baseline figure has IOI alone; the other tasks still get every other comparison."""
+    out, _ = built_book
+    assert book.profile_parameters("cpu", "02_aligned_baselines")["control_tasks"] == "ioi"
+    page = (out / "html" / "book" / "02_aligned_baselines.html").read_text()
+    assert "The controls ran on IOI only" in page and "no control pairing here: control_tasks" in page
+    figure = pd.read_csv(out / "html" / "book" / "data" / "02_aligned_baselines" / "fig-zero-baseline.csv")
+    assert set(figure.x) == {"IOI"}, figure
+    correlation = pd.read_csv(out / "html" / "book" / "data" / "02_aligned_baselines" / "fig-correlation.csv")
+    assert set(correlation.x) == {"IOI", "Greater-Than", "Gender-Bias", "Capital-Country"}
 
 
 def test_the_built_in_book_shows_its_own_cells_not_the_task_books(built_book):
