@@ -54,18 +54,21 @@ GPU_MEMORY_MB = 32768
 """The gpu profile's memory budget per kernel pass (MiB)."""
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # The default: the embedded model on a 2-core CPU, sized so that the whole book builds
-    # in at most 20 minutes (measured: see README). AP of neurons runs on the `neurons`
-    # neurons per layer with the largest |IG|. One prompt pair in chapter 1 affords more;
-    # chapters 3 and 4 pick heads on half of their prompts and test them on the other half,
-    # so they take 8 (4 and 4; chapter 4 reads chapter 3's attributions from the cache);
-    # chapter 5 does the same, and its patches are single forward passes, so it takes 12. A
-    # layer IG cannot bring under the tolerance stops at 96 points (128 in chapter 1, which
-    # starts at 32) and is flagged on the page: refining one such layer to 512 points cost
-    # more than the rest of its task's IG (Capital-Country's layer 0 in chapter 2). A layer
-    # starts at 4 Gauss-Legendre points: on the embedded model most layers' completeness error
-    # is then about 1e-3 of the gap or less (1e-6 at 12 points), far under the tolerance, and
-    # a head's attribution moves by at most 0.006 of the gap against 12 points (IOI, 5 prompts).
+    # The default: the embedded model on a 2-core CPU, sized for a cold build of about 20
+    # minutes at 150 GFLOP/s (measured: see README, "Build profiles and times"). Every figure
+    # is drawn, at the smallest sizes its intervals allow: chapter 2 takes 4 prompts per task
+    # (its controls, the zero baseline and the control pairing, on IOI only: `control_tasks`);
+    # chapters 3, 4 and 6 pick heads on half of 8 IOI prompts and test them on the other half
+    # (chapters 4 and 6 read chapter 3's attributions from the cache); chapter 5 does the same
+    # on 8. One prompt pair in chapter 1 affords more points and neurons. AP of neurons runs
+    # on a seeded random sample of `neurons` per layer plus the top `neurons` of each ranking.
+    # A layer starts at 4 Gauss-Legendre points: on the embedded model most layers'
+    # completeness error is then about 1e-3 of the gap or less (1e-6 at 12 points), far under
+    # the tolerance, and a head's attribution moves by at most 0.006 of the gap against 12
+    # points (IOI, 5 prompts). A layer IG cannot bring under the tolerance stops at 32 points
+    # (64 in chapter 1) and is flagged on its page: on the embedded model only
+    # Capital-Country's layers 0-1 need more than 8, and refining them to 64 cost as much as
+    # the rest of that task's IG. The `gpu` profile runs everything at the original scale.
     "cpu": {
         "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 4, "neurons": 16,
         "chapters": {"00_model": {"n_prompts": 50}, "01_background": {"ig_steps": 16, "neurons": 32, "ig_max_steps": 64},
