@@ -343,13 +343,11 @@ def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int
     if not whole:  # the path's end: the moving components at their input values, the others at the baseline
         shape = (1, 1, -1, 1) if kind == "heads" else (1, 1, -1)
         x = torch.where(moving.to(x.device).view(shape), x, x0)
-    ends, finish = _target_ends(setup, runs, baseline, whole)  # the path's ends the completeness target needs
-    steps, target = n_steps, None
+    target = _layer_target(model, setup, runs, layer, name, x0, x, baseline, steps_per_pass, whole)
+    steps = n_steps
     while True:
-        total, prof, at_ends = _integrate(model, runs.context, layer, name, kind, x0, x, setup.metric, setup.batch,
-                                          *quadrature(steps, method), segments, steps_per_pass, bar, ends if target is None else ())
-        if target is None:  # the first pass ran the ends as extra rows of no weight: no pass of their own
-            target = finish(at_ends)
+        total, prof = _integrate(model, runs.context, layer, name, kind, x0, x, setup.metric, setup.batch,
+                                 *quadrature(steps, method), segments, steps_per_pass, bar)
         relative = (total.sum(-1) - target).abs() / runs.scale.double()
         if tolerance is None or bool((relative <= tolerance).all()) or 2 * steps > max_steps:
             break
@@ -364,40 +362,43 @@ def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int
     table["steps"][layer] = steps
 
 
-def _target_ends(setup: Setup, runs: _Runs, baseline: str, whole: bool = True) -> tuple[tuple[float, ...], Callable]:
-    """The completeness target, metric(layer at ``x``) − metric(layer at ``x0``) per prompt: which ends of the path
-    (alpha 0 and/or 1) must be run for it, and how to finish it from their metrics ``[end, prompt]``.
+@torch.no_grad()
+def _layer_target(model, setup: Setup, runs: _Runs, layer: int, name: str, x0: Tensor, x: Tensor, baseline: str,
+                  per_pass: int, whole: bool = True) -> Tensor:
+    """Completeness target: the metric with the layer at ``x`` minus at ``x0``, per prompt.
 
     With the other prompt's baseline, one end is the context run itself (the layer at its own value), whose metric
     is already known: only the other end is run (unless only part of the layer moves, ``whole`` False, in the input's
-    context: then neither end is the run's own). With the zero baseline both ends are run. The ends ride along in
-    the first IG pass as rows of weight 0 (:func:`_integrate`), so the target costs no pass of its own."""
+    context: then neither end is the run's own). With the zero baseline both ends are run (in one pass when
+    ``per_pass`` allows two copies of the batch)."""
+    P = len(setup.batch)
     if baseline == "other" and (whole or runs.context is runs.baseline):
         own = setup.metric(runs.context.final, setup.batch).double()
-        if runs.context is runs.baseline:  # the other end is the input: alpha = 1
-            return (1.0,), lambda at: at[0].double() - own
-        return (0.0,), lambda at: own - at[0].double()
-    return (0.0, 1.0), lambda at: (at[1] - at[0]).double()
+        other = x if runs.context is runs.baseline else x0
+        final = run_from(model, runs.context, layer, 1, [(name, functools.partial(_replace, value=other))], last=setup.batch.last)
+        moved = setup.metric(final.view(1, P, -1), setup.batch)[0].double()
+        return moved - own if runs.context is runs.baseline else own - moved
+    ends = [x0, x]
+    at = []
+    for start in range(0, 2, min(2, per_pass)):
+        chunk = ends[start:start + per_pass]
+        final = run_from(model, runs.context, layer, len(chunk), [(name, functools.partial(_replace, value=torch.cat(chunk)))],
+                         last=setup.batch.last)
+        at.append(setup.metric(final.view(len(chunk), P, -1), setup.batch))
+    at = torch.cat(at)
+    return (at[1] - at[0]).double()
 
 
 def _integrate(model, context_run, layer: int, name: str, kind: str, x0: Tensor, x: Tensor, metric, batch, alphas, weights,
-               segments: int, steps_per_pass: int, bar, ends: Sequence[float] = ()) -> tuple[Tensor, Tensor, Tensor]:
-    """IG of the components of one hook from ``x0`` to ``x``: (attributions [prompt, component], profile [..., segment],
-    the metric at each of ``ends`` [end, prompt]).
-
-    ``ends`` are extra points of the path (alpha values) run with weight 0 in the same passes: their metric comes out
-    and their gradient adds nothing."""
+               segments: int, steps_per_pass: int, bar) -> tuple[Tensor, Tensor]:
+    """IG of the components of one hook from ``x0`` to ``x``: (attributions [prompt, component], profile [..., segment])."""
     P, device = x.shape[0], x.device
     delta = x - x0
     summed = (2, 4) if kind == "heads" else (2,)  # positions (and d_head) of [step, prompt, pos, ...]
     size = x.shape[-2] if kind == "heads" else x.shape[-1]
     total = torch.zeros(P, size, dtype=torch.float64, device=device)
     profile = torch.zeros(P, size, segments, dtype=torch.float64, device=device)
-    n_steps = len(alphas)
-    split = torch.cat([segment_shares(weights, segments), torch.zeros(len(ends), segments, dtype=weights.dtype)]).to(device)
-    alphas = torch.cat([alphas, torch.tensor(list(ends), dtype=alphas.dtype)])
-    weights = torch.cat([weights, torch.zeros(len(ends), dtype=weights.dtype)])
-    at_ends = []
+    split = segment_shares(weights, segments).to(device)  # [step, segment]
     for start in range(0, len(alphas), steps_per_pass):
         a = alphas[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
         w = weights[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
@@ -412,9 +413,8 @@ def _integrate(model, context_run, layer: int, name: str, kind: str, x0: Tensor,
         per_step = (grad.view(S, P, *x.shape[1:]) * delta.unsqueeze(0)).sum(dim=summed)  # [step, prompt, component]
         total += per_step.sum(0).double()
         profile += torch.einsum("spc,sg->pcg", per_step.double(), split[start:start + S])
-        at_ends += [values[i].detach() for i in range(S) if start + i >= n_steps]
-        bar.update(max(0, min(S, n_steps - start)))
-    return total, profile, (torch.stack(at_ends) if at_ends else torch.empty(0, P, device=device))
+        bar.update(S)
+    return total, profile
 
 
 # --------------------------------------------------------------------------- IG along the whole network: conductance
