@@ -307,7 +307,7 @@ def test_a_task_book_has_the_chapters_for_any_task_and_a_title_page_naming_the_f
 
 def test_chapter_2_runs_its_controls_on_the_tasks_of_control_tasks_only(built_book):
     """The cpu profile keeps chapter 2's controls (zero baseline, control pairing) to IOI: the page says so and its
-    zero-baseline figure has IOI alone; the other tasks still get every other comparison. The task it leaves out of
+    zero-baseline figure has IOI alone; the other tasks still get every other comparison. The tasks it leaves out of
     the page altogether (Gender-Bias, Capital-Country) are named there."""
     out, _ = built_book
     assert book.profile_parameters("cpu", "02_aligned_baselines")["control_tasks"] == "ioi"
