@@ -6,7 +6,8 @@ pass (:mod:`ig_ap.replay`):
 
 - :func:`patch_sets`: the normalised metric after patching each set of components together.
 - :func:`faithfulness`, :func:`faithfulness_curve`: the share of the clean−corrupted gap
-  kept when everything outside a set of components is ablated.
+  kept when everything outside a set of components is ablated; :func:`cross_fitted_faithfulness`
+  with the sets chosen on other prompts than those they are scored on.
 - :func:`interaction`: candidates patched together versus one at a time.
 - :func:`circuit_faithfulness`, :func:`cross_fitted_circuits`: MIB's faithfulness curve of the top
   components at its circuit sizes, with CPR and CMD (:class:`CircuitCurve`).
@@ -157,6 +158,46 @@ def faithfulness_curve(
     """
     sets = [{kind: top_components(scores, k=k, signed=True)} for k in sizes]
     return faithfulness(model, batch, sets, ablation=ablation, normalize=normalize, memory_mb=memory_mb)
+
+
+def cross_fitted_faithfulness(
+    model,
+    batch,
+    rankings: Mapping[Hashable, Float[Tensor, "prompt layer component"]],
+    kind: str,
+    sizes: Sequence[int],
+    split,
+    ablation: str = "corrupted",
+    memory_mb: float | None = None,
+) -> dict[Hashable, Patched]:
+    """:func:`faithfulness_curve` of several rankings, with the top components chosen on other prompts than those they
+    are scored on, both ways.
+
+    A set picked because it scores highest on some prompts keeps more of the gap on those
+    prompts than on others (its selection fits their noise), so an in-sample curve flatters
+    every method. ``split`` (:func:`ig_ap.analysis.selection_split`) halves the prompts: the
+    top ``k`` of each ranking by mean signed score on one half are kept (everything else of
+    ``kind`` ablated) on the other half, and the other way round. The scores and ``batch``
+    hold every prompt; each result is a :class:`~ig_ap.analysis.Patched` ``[size, prompt]``
+    (metrics, with the clean and corrupted runs') over ``split.select`` then ``split.test``,
+    whose ``interval(i)`` and ``difference(other, i)`` are the faithfulness at ``sizes[i]``
+    and two rankings' paired difference. All rankings' sets run in the same passes.
+    """
+    halves = [split.select.tolist(), split.test.tolist()]
+    if not all(halves):
+        raise ValueError("cross-fitting needs prompts on both sides of the split")
+    if not rankings:
+        raise ValueError("give at least one ranking (name: scores)")
+    parts = []
+    for chosen, scored in (halves[::-1], halves):  # chosen on the test half, scored on the selection half; then the other way
+        sets = [{kind: top_components(scores[chosen], k=k, signed=True)} for scores in rankings.values() for k in sizes]
+        parts.append(faithfulness(model, batch.select(scored), sets, ablation=ablation, normalize="none", memory_mb=memory_mb))
+    out = {}
+    for i, name in enumerate(rankings):
+        rows = slice(i * len(sizes), (i + 1) * len(sizes))
+        out[name] = Patched(torch.cat([p.metric[rows] for p in parts], -1), torch.cat([p.clean for p in parts]),
+                            torch.cat([p.corrupted for p in parts]))
+    return out
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,16 @@ class Interval:
         return bool(self.low > x or self.high < x)
 
     def format(self, digits: int = 2) -> str:
-        """``value [low, high]`` with ``digits`` decimals (``value (n = …: no interval)`` without an interval); no "-0.00"."""
+        """``value [low, high]`` with ``digits`` decimals (``value (n = …: no interval)`` without an interval); no "-0.00".
+
+        A bound that is not 0 but would print as 0 gets up to 4 more decimals (all three
+        numbers get them), so that a reader can see on which side of 0 it lies: "[0.00, 0.02]"
+        cannot say whether the interval excludes 0, "[0.003, 0.020]" can.
+        """
+        bounds = [x for x in (self.low, self.high) if math.isfinite(x) and x != 0]
+        while bounds and digits < 6 and any(float(f"{x:.{digits}f}") == 0 for x in bounds):
+            digits += 1
+
         def number(x: float) -> str:
             text = f"{x:.{digits}f}"
             return text[1:] if text.startswith("-") and float(text) == 0 else text

@@ -654,3 +654,51 @@ def test_circuit_curves_of_several_rankings_at_once_equal_each_alone(tiny_llama)
             alone = cross_fitted_circuits(tiny_llama, batch, scores, kind, split, fractions, signed=signed)
             torch.testing.assert_close(crossed[name].metric, alone.metric, rtol=0, atol=1e-5)
         assert not torch.allclose(together["AP" if kind == "heads" else "AtP"].metric, together["AtP" if kind == "heads" else "AtP, |score|"].metric)
+
+
+def test_cross_fitted_faithfulness_scores_each_half_with_the_other_halfs_top_heads(tiny_llama):
+    """Each prompt's faithfulness is that of the top heads chosen on the other half (checked against faithfulness_curve run
+    on each half alone), every ranking's sets share the passes, and the prompts come in the order select then test."""
+    from ig_ap.ablation import cross_fitted_faithfulness, faithfulness_curve
+    from ig_ap.analysis import selection_split
+    from ig_ap.atp import attribution_patching
+    from ig_ap.patching import activation_patching
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_llama, n=6, seed=0).batch()
+    ap = activation_patching(tiny_llama, batch, direction="denoising", components="heads", progress=False)
+    atp = attribution_patching(tiny_llama, batch, direction="denoising", progress=False)
+    sizes = [0, 1, 3, 8]
+    split = selection_split(6, seed=2)
+    crossed = cross_fitted_faithfulness(tiny_llama, batch, {"AP": ap.heads, "AtP": atp.heads}, "heads", sizes, split, memory_mb=1)
+    order = split.select.tolist() + split.test.tolist()
+    for name, scores in (("AP", ap.heads), ("AtP", atp.heads)):
+        result = crossed[name]
+        assert result.metric.shape == (len(sizes), 6)
+        for chosen, scored, columns in ((split.test, split.select, slice(0, len(split.select))),
+                                        (split.select, split.test, slice(len(split.select), 6))):
+            alone = faithfulness_curve(tiny_llama, batch.select(scored.tolist()), scores[chosen], "heads", sizes, normalize="none")
+            torch.testing.assert_close(result.metric[:, columns], alone.metric, rtol=0, atol=1e-5)
+            torch.testing.assert_close(result.clean[columns], alone.clean, rtol=0, atol=1e-5)
+        # nothing kept is the corrupted run; the metrics follow the prompts' order select then test
+        torch.testing.assert_close(result.metric[0], result.corrupted, rtol=0, atol=1e-4)
+        in_sample = faithfulness_curve(tiny_llama, batch, scores, "heads", sizes, normalize="none").select(torch.tensor(order))
+        torch.testing.assert_close(in_sample.clean, result.clean, rtol=0, atol=1e-5)
+    assert not torch.allclose(crossed["AP"].metric, crossed["AtP"].metric)
+    with pytest.raises(ValueError, match="both sides"):
+        cross_fitted_faithfulness(tiny_llama, batch, {"AP": ap.heads}, "heads", sizes, selection_split(torch.tensor([0]), 0))
+
+
+def test_interval_format_shows_which_side_of_zero_a_small_bound_lies():
+    """A bound that would print as 0.00 gets decimals until its sign shows (at most 6); ordinary intervals keep 2; no -0.00."""
+    from ig_ap.analysis import Interval
+
+    assert Interval(0.5, 0.25, 0.75, 8).format() == "0.50 [0.25, 0.75]"
+    assert Interval(0.01, 0.004, 0.02, 8).format() == "0.010 [0.004, 0.020]"
+    assert Interval(0.01, -0.0004, 0.02, 8).format() == "0.0100 [-0.0004, 0.0200]"
+    assert Interval(0.0, 0.0, 0.02, 8).format() == "0.00 [0.00, 0.02]"  # an exact 0 needs no more digits
+    assert Interval(0.0, 1e-12, 1e-11, 8).format() == "0.000000 [0.000000, 0.000000]"  # capped at 6
+    assert Interval(-0.001, -0.002, 0.5, 8).format() == "-0.001 [-0.002, 0.500]"
+    assert Interval(-0.0001, -0.2, 0.3, 8).format() == "0.00 [-0.20, 0.30]"
+    assert Interval(0.3, math.nan, math.nan, 2).format() == "0.30 (n = 2: no interval)"
+    assert Interval(0.3, -math.inf, math.inf, 3).format() == "0.30 (unbounded interval: n = 3 cannot bound it)"
