@@ -72,16 +72,36 @@ def patch_sets(
         clean = trace(model, batch.clean, batch.last, names)
         corrupted = trace(model, batch.corrupted, batch.last, names)
         base, other = base_and_source(direction, clean, corrupted)
-        per_pass = setup.copies_per_pass(model, batch.clean.shape[1], setup.info.n_layers, False)
-        values = torch.cat([_run_sets(model, setup, base, other if value == "other" else None, clean, sets[start:start + per_pass])
-                            for start in range(0, len(sets), per_pass)])
         m_clean = setup.metric(clean.final, batch)
         m_corrupted = setup.metric(corrupted.final, batch)
+        # Each distinct set runs once (callers such as circuit_curves pass many equal sets: every method's empty and full
+        # circuit, rankings that agree on their top components); a set that patches nothing is the base run itself.
+        unique, index = _distinct_sets(sets, kinds)
+        todo = [s for s in unique if s is not None]
+        per_pass = setup.copies_per_pass(model, batch.clean.shape[1], setup.info.n_layers, False)
+        ran = [_run_sets(model, setup, base, other if value == "other" else None, clean, todo[start:start + per_pass])
+               for start in range(0, len(todo), per_pass)]
+        ran = iter(torch.cat(ran) if ran else [])
+        m_base = base_and_source(direction, m_clean, m_corrupted)[0]
+        values = torch.stack([m_base if s is None else next(ran) for s in unique])[index]
     if normalize == "none":
         return Patched(values.cpu(), m_clean.cpu(), m_corrupted.cpu())
     if normalize == "batch":
         values, m_clean, m_corrupted = values.mean(1, keepdim=True), m_clean.mean(), m_corrupted.mean()
     return ((values - m_corrupted) / (m_clean - m_corrupted)).cpu()
+
+
+def _distinct_sets(sets, kinds) -> tuple[list[dict | None], Tensor]:
+    """The distinct sets of ``sets`` (None for a set that patches nothing) and, per set, the index of its distinct set."""
+    unique, where, index = [], {}, []
+    for s in sets:
+        masks = {k: s[k].to(torch.bool).cpu() for k in kinds if k in s and bool(s[k].any())}
+        key = tuple((k, masks[k].shape, masks[k].numpy().tobytes()) for k in sorted(masks))
+        if key not in where:
+            where[key] = len(unique)
+            unique.append(masks or None)
+        index.append(where[key])
+    return unique, torch.tensor(index)
 
 
 def _run_sets(model, setup, base: Trace, other: Trace | None, clean: Trace, sets) -> Float[Tensor, "set prompt"]:

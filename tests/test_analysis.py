@@ -702,3 +702,32 @@ def test_interval_format_shows_which_side_of_zero_a_small_bound_lies():
     assert Interval(-0.0001, -0.2, 0.3, 8).format() == "0.00 [-0.20, 0.30]"
     assert Interval(0.3, math.nan, math.nan, 2).format() == "0.30 (n = 2: no interval)"
     assert Interval(0.3, -math.inf, math.inf, 3).format() == "0.30 (unbounded interval: n = 3 cannot bound it)"
+
+
+def test_patch_sets_runs_each_distinct_set_once(tiny_llama, monkeypatch):
+    """Equal sets (however given: a kind left out or all False is the same set) are patched once and share the result; a
+    set that patches nothing is the base run; the values equal those of each set run alone."""
+    import ig_ap.ablation as ablation
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_llama, n=3, seed=0).batch()
+    info = tiny_llama.ig_ap_info
+    a = torch.zeros(info.n_layers, info.n_heads, dtype=torch.bool)
+    a[0, 1] = a[1, 2] = True
+    b = torch.zeros_like(a)
+    b[1, 0] = True
+    no_neurons = torch.zeros(info.n_layers, info.d_mlp, dtype=torch.bool)
+    sets = [{"heads": a}, {"heads": a.clone(), "neurons": no_neurons}, {"heads": torch.zeros_like(a)}, {"heads": b}, {}, {"heads": a}]
+    patched = []
+    real = ablation._run_sets
+    monkeypatch.setattr(ablation, "_run_sets", lambda *args: patched.append(len(args[-1])) or real(*args))
+    for direction in ("noising", "denoising"):
+        patched.clear()
+        together = ablation.patch_sets(tiny_llama, batch, sets, direction, normalize="none")
+        assert sum(patched) == 2  # a and b; the empty sets are the base run
+        alone = [ablation.patch_sets(tiny_llama, batch, [s], direction, normalize="none").metric[0] if s and s["heads"].any() else None
+                 for s in sets]
+        base = together.clean if direction == "noising" else together.corrupted
+        for i, value in enumerate(alone):
+            torch.testing.assert_close(together.metric[i], base if value is None else value, rtol=0, atol=1e-5)
+        assert not torch.allclose(together.metric[0], together.metric[3])
