@@ -193,12 +193,15 @@ def integrated_gradients(
     prefix = batch.first_difference() if setup.share_prefix and baseline == "other" else 0
     runs = _trace_runs(model, setup, baseline, context, prefix)
     store = _Store.empty(setup, segments)
-    jobs = [(layer, kind) for layer in setup.layers for kind in setup.components if moving is None or bool(moving[kind][layer].any())]
-    bar = tqdm(total=len(jobs) * n_steps, desc=f"IG {setup.direction}", unit="step", disable=not setup.progress)
-    for layer, kind in jobs:
+    # one job per layer: its kinds (heads, neurons) integrated in the same passes, each on its own path
+    jobs = [(layer, kinds) for layer in setup.layers
+            if (kinds := [k for k in setup.components if moving is None or bool(moving[k][layer].any())])]
+    bar = tqdm(total=sum(len(kinds) for _, kinds in jobs) * n_steps, desc=f"IG {setup.direction}", unit="step",
+               disable=not setup.progress)
+    for layer, kinds in jobs:
         steps_per_pass = setup.copies_per_pass(model, batch.clean.shape[1] - prefix, setup.info.n_layers - layer, True)
-        _attribute_layer(model, setup, runs, store, layer, kind, baseline, n_steps, method, tolerance, max_steps,
-                         segments, steps_per_pass, bar, None if moving is None else moving[kind][layer])
+        _attribute_layer(model, setup, runs, store, layer, kinds, baseline, n_steps, method, tolerance, max_steps,
+                         segments, steps_per_pass, bar, None if moving is None else {k: moving[k][layer] for k in kinds})
     bar.close()
     if moving is not None:  # the components held still have no attribution in the moving set's game
         for kind in setup.components:
@@ -331,35 +334,49 @@ class _Store:
                    {k: nan(P, info.n_layers, sizes[k], segments) for k in setup.components}, completeness)
 
 
-def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int, kind: str, baseline: str, n_steps: int,
-                     method: str, tolerance, max_steps: int, segments: int, steps_per_pass: int, bar,
-                     moving: Tensor | None = None) -> None:
-    """IG of one layer's components of ``kind``, with its points doubled until completeness holds (``tolerance``);
-    ``moving``: a bool mask over the layer's components, the only ones that leave the baseline."""
-    name = hook_name(kind, layer)
-    x = runs.input.cache[name]
-    x0 = runs.baseline.cache[name] if baseline == "other" else torch.zeros_like(x)
-    whole = moving is None or bool(moving.all())
-    if not whole:  # the path's end: the moving components at their input values, the others at the baseline
-        shape = (1, 1, -1, 1) if kind == "heads" else (1, 1, -1)
-        x = torch.where(moving.to(x.device).view(shape), x, x0)
-    target = _layer_target(model, setup, runs, layer, name, x0, x, baseline, steps_per_pass, whole)
-    steps = n_steps
-    while True:
-        total, prof = _integrate(model, runs.context, layer, name, kind, x0, x, setup.metric, setup.batch,
-                                 *quadrature(steps, method), segments, steps_per_pass, bar)
-        relative = (total.sum(-1) - target).abs() / runs.scale.double()
-        if tolerance is None or bool((relative <= tolerance).all()) or 2 * steps > max_steps:
-            break
-        steps *= 2  # refine this layer: the error is above the tolerance for some prompt
-        bar.total += steps
-    store.scores[kind][:, layer] = total.float().cpu()
-    store.profile[kind][:, layer] = prof.float().cpu()
-    table = store.completeness[kind]
-    table["target"][:, layer] = target.float().cpu()
-    table["error"][:, layer] = (total.sum(-1) - target).abs().float().cpu()
-    table["relative"][:, layer] = relative.float().cpu()
-    table["steps"][layer] = steps
+def _attribute_layer(model, setup: Setup, runs: _Runs, store: _Store, layer: int, kinds: Sequence[str], baseline: str,
+                     n_steps: int, method: str, tolerance, max_steps: int, segments: int, steps_per_pass: int, bar,
+                     moving: Mapping[str, Tensor] | None = None) -> None:
+    """IG of one layer's components of each of ``kinds``, each kind's points doubled until its completeness holds
+    (``tolerance``); ``moving``: per kind, a bool mask over the layer's components, the only ones that leave the baseline.
+
+    The kinds are integrated separately (heads on one path with the layer's neurons recomputed, neurons on another)
+    but in the same passes: their rows are stacked, which fills the small passes of a few prompts better."""
+    paths = {}
+    for kind in kinds:
+        name = hook_name(kind, layer)
+        x = runs.input.cache[name]
+        x0 = runs.baseline.cache[name] if baseline == "other" else torch.zeros_like(x)
+        mask = None if moving is None else moving[kind]
+        whole = mask is None or bool(mask.all())
+        if not whole:  # the path's end: the moving components at their input values, the others at the baseline
+            shape = (1, 1, -1, 1) if kind == "heads" else (1, 1, -1)
+            x = torch.where(mask.to(x.device).view(shape), x, x0)
+        target = _layer_target(model, setup, runs, layer, name, x0, x, baseline, steps_per_pass, whole)
+        paths[kind] = (name, x0, x, target)
+    steps = {kind: n_steps for kind in kinds}
+    pending = list(kinds)
+    while pending:
+        results = _integrate(model, runs.context, layer,
+                             [(paths[k][0], k, paths[k][1], paths[k][2], *quadrature(steps[k], method)) for k in pending],
+                             setup.metric, setup.batch, segments, steps_per_pass, bar)
+        refine = []
+        for kind, (total, prof) in zip(pending, results):
+            target = paths[kind][3]
+            relative = (total.sum(-1) - target).abs() / runs.scale.double()
+            if tolerance is None or bool((relative <= tolerance).all()) or 2 * steps[kind] > max_steps:
+                store.scores[kind][:, layer] = total.float().cpu()
+                store.profile[kind][:, layer] = prof.float().cpu()
+                table = store.completeness[kind]
+                table["target"][:, layer] = target.float().cpu()
+                table["error"][:, layer] = (total.sum(-1) - target).abs().float().cpu()
+                table["relative"][:, layer] = relative.float().cpu()
+                table["steps"][layer] = steps[kind]
+            else:  # refine this kind of the layer: the error is above the tolerance for some prompt
+                steps[kind] *= 2
+                bar.total += steps[kind]
+                refine.append(kind)
+        pending = refine
 
 
 @torch.no_grad()
@@ -389,32 +406,60 @@ def _layer_target(model, setup: Setup, runs: _Runs, layer: int, name: str, x0: T
     return (at[1] - at[0]).double()
 
 
-def _integrate(model, context_run, layer: int, name: str, kind: str, x0: Tensor, x: Tensor, metric, batch, alphas, weights,
-               segments: int, steps_per_pass: int, bar) -> tuple[Tensor, Tensor]:
-    """IG of the components of one hook from ``x0`` to ``x``: (attributions [prompt, component], profile [..., segment])."""
-    P, device = x.shape[0], x.device
-    delta = x - x0
-    summed = (2, 4) if kind == "heads" else (2,)  # positions (and d_head) of [step, prompt, pos, ...]
-    size = x.shape[-2] if kind == "heads" else x.shape[-1]
-    total = torch.zeros(P, size, dtype=torch.float64, device=device)
-    profile = torch.zeros(P, size, segments, dtype=torch.float64, device=device)
-    split = segment_shares(weights, segments).to(device)  # [step, segment]
-    for start in range(0, len(alphas), steps_per_pass):
-        a = alphas[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
-        w = weights[start:start + steps_per_pass].to(device=device, dtype=x.dtype)
-        S = len(a)
-        shape = (S,) + (1,) * x.dim()
-        point = (x0.unsqueeze(0) + a.view(shape) * delta.unsqueeze(0)).reshape(S * P, *x.shape[1:])
-        point.requires_grad_(True)
+def _integrate(model, context_run, layer: int, paths, metric, batch, segments: int, steps_per_pass: int,
+               bar) -> list[tuple[Tensor, Tensor]]:
+    """IG of the components of one or more hooks of block ``layer``, each on its own path, in shared passes.
+
+    ``paths`` holds ``(hook name, kind, x0, x, alphas, weights)`` per path: that hook's
+    activation moves from ``x0`` to ``x`` at the points ``alphas`` while everything else is
+    computed from the context run. A pass holds up to ``steps_per_pass`` copies of the batch,
+    points of any of the paths: each hook replaces only its own path's rows and leaves the
+    others' as computed (so a heads path's rows recompute the block's neurons). Returns per
+    path (attributions [prompt, component], profile [prompt, component, segment]).
+    """
+    P = len(batch)
+    out, rows = [], []  # rows: (path, step) of every point, in order
+    for j, (name, kind, x0, x, alphas, weights) in enumerate(paths):
+        size = x.shape[-2] if kind == "heads" else x.shape[-1]
+        out.append((torch.zeros(P, size, dtype=torch.float64, device=x.device),
+                    torch.zeros(P, size, segments, dtype=torch.float64, device=x.device),
+                    segment_shares(weights, segments).to(x.device)))  # [step, segment]
+        rows += [(j, i) for i in range(len(alphas))]
+    for start in range(0, len(rows), steps_per_pass):
+        chunk = rows[start:start + steps_per_pass]
+        C = len(chunk)
+        points, hooks = {}, []
+        for j in dict.fromkeys(j for j, _ in chunk):  # the paths in this pass, each a run of consecutive copies
+            name, kind, x0, x, alphas, weights = paths[j]
+            steps = [i for jj, i in chunk if jj == j]
+            first = next(c for c, (jj, _) in enumerate(chunk) if jj == j)
+            a = alphas[steps].to(device=x.device, dtype=x.dtype)
+            shape = (len(steps),) + (1,) * x.dim()
+            point = (x0.unsqueeze(0) + a.view(shape) * (x - x0).unsqueeze(0)).reshape(len(steps) * P, *x.shape[1:])
+            point.requires_grad_(True)
+            points[j] = (point, steps)
+            hooks.append((name, functools.partial(_replace_rows, value=point, first=first * P, whole=C == len(steps))))
         with torch.enable_grad():
-            final = run_from(model, context_run, layer, S, [(name, functools.partial(_replace, value=point))], last=batch.last)
-            values = metric(final.view(S, P, -1), batch)
-            (grad,) = torch.autograd.grad((values * w[:, None]).sum(), point)
-        per_step = (grad.view(S, P, *x.shape[1:]) * delta.unsqueeze(0)).sum(dim=summed)  # [step, prompt, component]
-        total += per_step.sum(0).double()
-        profile += torch.einsum("spc,sg->pcg", per_step.double(), split[start:start + S])
-        bar.update(S)
-    return total, profile
+            final = run_from(model, context_run, layer, C, hooks, last=batch.last)
+            values = metric(final.view(C, P, -1), batch)
+            w = torch.stack([paths[j][5][i] for j, i in chunk]).to(device=values.device, dtype=values.dtype)
+            grads = torch.autograd.grad((values * w[:, None]).sum(), [p for p, _ in points.values()])
+        for (j, (point, steps)), grad in zip(points.items(), grads):
+            name, kind, x0, x, alphas, weights = paths[j]
+            summed = (2, 4) if kind == "heads" else (2,)  # positions (and d_head) of [step, prompt, pos, ...]
+            per_step = (grad.view(len(steps), P, *x.shape[1:]) * (x - x0).unsqueeze(0)).sum(dim=summed)  # [step, prompt, component]
+            total, profile, split = out[j]
+            total += per_step.sum(0).double()
+            profile += torch.einsum("spc,sg->pcg", per_step.double(), split[steps])
+        bar.update(C)
+    return [(total, profile) for total, profile, _ in out]
+
+
+def _replace_rows(activation, hook, value, first: int, whole: bool):
+    """The activation with rows ``first`` … ``first + len(value)`` replaced by ``value`` (all of it when ``whole``)."""
+    if whole:
+        return value
+    return torch.cat([activation[:first], value, activation[first + len(value):]])
 
 
 # --------------------------------------------------------------------------- IG along the whole network: conductance

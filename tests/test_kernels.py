@@ -258,6 +258,19 @@ def test_ig_to_a_tolerance_refines_only_the_layers_that_need_it(tiny_llama):
         integrated_gradients(tiny_llama, batch, n_steps=8, max_steps=4)
 
 
+def test_ig_of_heads_and_neurons_in_shared_passes_equals_each_kind_alone(tiny_llama):
+    """A layer's heads and neurons are integrated in the same passes, each on its own path: with passes of 3 copies (so
+    a pass holds points of both paths, 4 points each) the scores, errors and profiles equal each kind run alone."""
+    batch = make_dataset("ioi", tiny_llama, n=4, seed=1).batch()
+    both = integrated_gradients(tiny_llama, batch, n_steps=4, context="baseline", internal_batch_size=3 * len(batch), progress=False)
+    assert both.meta["rows_per_pass"] == 3 * len(batch)
+    for kind in ("heads", "neurons"):
+        alone = integrated_gradients(tiny_llama, batch, components=kind, n_steps=4, context="baseline", progress=False)
+        torch.testing.assert_close(both[kind], alone[kind], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(both.path_profile[kind], alone.path_profile[kind], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(both.completeness[kind]["error"], alone.completeness[kind]["error"], rtol=1e-4, atol=1e-6)
+
+
 def _patched_layer_effect(model, batch, kind, layer, base, source):
     """Exact AP of a whole layer: metric(base run with every component of the layer from source) − metric(base run)."""
     from ig_ap.attribution import hook_name
