@@ -16,7 +16,8 @@ pass (:mod:`ig_ap.replay`):
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Hashable, Mapping, Sequence
 
 import torch
@@ -337,8 +338,13 @@ class CircuitCurve:
         return ratio_of_means(self._area(stacked[:, :-1]), stacked[:, -1])
 
     def cmd(self) -> Interval:
-        """The area under |1 − f| over the fraction of components kept, with its jackknife-t interval over prompts."""
-        return jackknife_interval(self._stacked(), lambda v: self._area((1 - self._faithfulness_of(v)).abs()))
+        """The area under |1 − f| over the fraction of components kept, with its jackknife-t interval over prompts.
+
+        An area of |1 − f| is never below 0, so the interval is cut at 0 (the t interval is
+        symmetric and would reach below it at a few prompts); this cannot lower its coverage.
+        """
+        interval = jackknife_interval(self._stacked(), lambda v: self._area((1 - self._faithfulness_of(v)).abs()))
+        return replace(interval, low=max(interval.low, 0.0)) if math.isfinite(interval.low) else interval
 
     def difference(self, other: "CircuitCurve", measure: str) -> Interval:
         """``measure`` (``"cpr"`` or ``"cmd"``) of this curve minus ``other``'s, paired over the same prompts, with its

@@ -800,12 +800,19 @@ BUILT_IN_ONLY, TASK_FILE_ONLY = "builtin-tasks", "task-file"
 out of the book on the built-in tasks). Both run; the tag decides which one the page shows."""
 
 
+SHOW_INPUT = "show-input"
+"""Cell tag: a code cell whose code is the point, shown open on the page; every other code cell is folded."""
+
+
 def _show_parameters_once(executed: Path, staged: Path, task_book: bool = False) -> None:
     """Copy an executed chapter for Jupyter Book, leaving out its defaults cell where papermill injected the values used,
-    and the cells for the other kind of book (:data:`BUILT_IN_ONLY`, :data:`TASK_FILE_ONLY`).
+    and the cells for the other kind of book (:data:`BUILT_IN_ONLY`, :data:`TASK_FILE_ONLY`), with its code folded.
 
     The injected cell (tagged ``injected-parameters``) holds the parameters this build ran
-    with; the defaults cell above it would show other values.
+    with; the defaults cell above it would show other values. Every code cell is folded
+    behind Jupyter Book's toggle (``hide-input``: its outputs stay in view, the reader can
+    open the code), except those tagged :data:`SHOW_INPUT`; the chapters themselves are not
+    changed, so papermill runs them as before.
     """
     notebook = json.loads(executed.read_text())
     injected = any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in notebook["cells"])
@@ -814,6 +821,9 @@ def _show_parameters_once(executed: Path, staged: Path, task_book: bool = False)
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if (("parameters" in tags and injected) or other in tags) and "remove-cell" not in tags:
             tags.append("remove-cell")
+        if (cell["cell_type"] == "code" and SHOW_INPUT not in tags
+                and not {"remove-cell", "remove-input", "hide-input", "hide-cell"} & set(tags)):
+            tags.append("hide-input")
     staged.write_text(json.dumps(notebook, indent=1, ensure_ascii=False))
 
 

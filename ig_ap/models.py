@@ -333,9 +333,38 @@ def _make_info(bridge, name, model_id, hf_name, prepend_bos, tokenizer, device, 
 def _load_embedded_hf(dtype):
     from transformers import AutoModelForCausalLM
 
-    folder = embedded_weights_dir()
+    with _gguf_read_once(embedded_gguf_path()):  # the first load converts the GGUF: config, weights and tokenizer
+        folder = embedded_weights_dir()
+        tokenizer = embedded_tokenizer()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
-    return model, embedded_tokenizer()
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def _gguf_read_once(path: Path):
+    """Within this context, every read of the GGUF file ``path`` shares one ``gguf.GGUFReader``.
+
+    transformers opens the file anew for the config, for the weights and for the tokenizer,
+    and each opening parses every metadata field, the tokenizer's 49,152-entry vocabulary
+    among them (7 s each on this project's CPUs). The reader is a read-only memory map, so
+    sharing it changes nothing but the time; other files get their own reader as before.
+    """
+    import gguf
+
+    real, shared = gguf.GGUFReader, {}
+
+    def reader(file, *args, **kwargs):
+        if args or kwargs or Path(file).resolve() != path.resolve():
+            return real(file, *args, **kwargs)
+        if "reader" not in shared:
+            shared["reader"] = real(file)
+        return shared["reader"]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
 
 
 

@@ -576,7 +576,12 @@ def test_cpr_and_cmd_are_mibs_areas_of_the_ratio_of_means_faithfulness_with_pair
     leave = np.array([_mib_areas([s / 270 for s in sizes], ((np.delete(metric.numpy(), i, 1) - np.delete(empty.numpy(), i)).mean(1)
                                                              / np.delete((full - empty).numpy(), i).mean()).tolist())[1] for i in range(P)])
     half = stats.t.ppf(0.975, P - 1) * math.sqrt((P - 1) / P * ((leave - leave.mean()) ** 2).sum())
-    assert (curve.cmd().low, curve.cmd().high) == (pytest.approx(from_1 - half), pytest.approx(from_1 + half))
+    assert (curve.cmd().low, curve.cmd().high) == (pytest.approx(max(from_1 - half, 0.0)), pytest.approx(from_1 + half))
+    # a circuit almost as faithful as the model: CMD near 0, its t interval cut at 0 (an area of |1 − f| is never below it)
+    near = full.repeat(10, 1)
+    near[2:9, 0] -= 0.3 * (full - empty)[0]  # one prompt of six falls short at the middle sizes; the others are exact
+    close = CircuitCurve(sizes, 270, near, empty, full)
+    assert 0 <= close.cmd().value < 0.05 and close.cmd().low == 0.0 and close.cmd().high > close.cmd().value
     # a worse method on the same prompts: its curve rises later; the paired difference sees it
     slower = torch.tensor([0, 0, 0, 0, 0.1, 0.2, 0.4, 0.7, 0.9, 1.0])[:, None]
     later = CircuitCurve(sizes, 270, empty + slower * (full - empty) + 0.05 * torch.randn(10, P, generator=g), empty, full)

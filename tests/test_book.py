@@ -1,5 +1,6 @@
 """The chapter runner and the built book: chapters execute on a tiny model, pages render offline."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -222,6 +223,33 @@ def test_parameters_show_once_and_plumbing_hides_behind_a_toggle(built_book):
         assert page.count("tag_injected-parameters") == 1, notebook.stem  # the values this build used
         assert "tag_parameters" not in page, notebook.stem  # not the defaults as well
         assert "tag_hide-input" in page and '<details class="admonition hide above-input">' in page, notebook.stem
+        # every code cell is folded behind its toggle (its outputs stay in view), unless its code is the point
+        cells = re.findall(r'<div class="cell( [^"]*)?"', page)
+        assert len(cells) >= 5, notebook.stem
+        open_code = [c for c in cells if "tag_hide-input" not in c and f"tag_{book.SHOW_INPUT}" not in c]
+        assert not open_code, (notebook.stem, open_code)
+        assert page.count('<details class="admonition hide above-input">') >= len(cells) - page.count(f"tag_{book.SHOW_INPUT}")
+
+
+def test_staging_folds_code_cells_and_leaves_the_chapter_alone(tmp_path):
+    """The staged copy folds each code cell (hide-input) but those tagged show-input, keeps markdown as it is, leaves out
+    the defaults cell where papermill injected the values; the executed chapter is not changed."""
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Title"),
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(x)"),
+        nbformat.v4.new_code_cell("api_call()", metadata={"tags": [book.SHOW_INPUT]}),
+        nbformat.v4.new_code_cell("hidden()", metadata={"tags": ["remove-input"]}),
+    ])
+    executed, staged = tmp_path / "executed.ipynb", tmp_path / "staged.ipynb"
+    nbformat.write(notebook, executed)
+    before = executed.read_text()
+    book._show_parameters_once(executed, staged)
+    tags = [c.get("metadata", {}).get("tags", []) for c in json.loads(staged.read_text())["cells"]]
+    assert tags == [[], ["parameters", "remove-cell"], ["injected-parameters", "hide-input"], ["hide-input"], [book.SHOW_INPUT],
+                    ["remove-input"]]
+    assert executed.read_text() == before
 
 
 def test_citations_resolve_to_the_bibliography(built_book):
