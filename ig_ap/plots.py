@@ -175,6 +175,12 @@ def _wrap_titles(fig: go.Figure, width: int = 80, panel_width: int = 28) -> None
     for annotation in fig.layout.annotations:
         if annotation.text and panels > 1:
             annotation.text = _wrap(annotation.text, panel_width)
+    if title and panels > 1:  # panel titles sit just above the plots: keep the figure's title above them, not on them
+        title_lines = fig.layout.title.text.count("<br>") + 1
+        panel_lines = max((a.text.count("<br>") + 1 for a in fig.layout.annotations if a.text), default=0)
+        top = 36 + 22 * title_lines + 18 * panel_lines
+        fig.update_layout(margin_t=max(fig.layout.margin.t or 0, top), title_yref="container", title_y=1 - 12 / (fig.layout.height or 450),
+                          title_yanchor="top")
 
 
 def slug(text: str) -> str:
@@ -332,10 +338,13 @@ def correlation_bars(summaries: dict[str, dict[str, object]], title: str) -> go.
             hovertemplate="%{x} " + kind + "<br>r %{y:.3f}<extra></extra>",
         ))
     label = "mean per-prompt r (Fisher z), 95% interval" if with_intervals else "mean per-prompt |r|"
-    # the axis starts at 0 unless a bar or its interval goes below it (then at that value, at most −1)
-    fig.update_layout(title=title, xaxis_title="task", yaxis_title=label, barmode="group",
-                      yaxis_range=[max(-1.05, lowest - 0.05) if lowest < 0 else 0, 1.05])
+    fig.update_layout(title=title, xaxis_title="task", yaxis_title=label, barmode="group", yaxis_range=_correlation_axis(lowest))
     return fig
+
+
+def _correlation_axis(lowest: float) -> list[float]:
+    """A correlation's axis: from 0 unless a bar or its interval goes below it (then from that value, at most −1), to 1."""
+    return [max(-1.05, lowest - 0.05) if lowest < 0 else 0, 1.05]
 
 
 def faithfulness_curves(sizes, curves: dict[str, object], title: str, kind: str = "heads") -> go.Figure:
@@ -370,21 +379,24 @@ def grouped_bars(values: dict[str, dict[str, object]], title: str, yaxis: str, x
 
     A value is a number, a ``(mean, sd)`` pair, an :class:`ig_ap.analysis.Interval` (drawn
     with its interval) or a :class:`ig_ap.analysis.CorrelationSummary` (see
-    :func:`correlation_bars`). Missing values leave a gap.
+    :func:`correlation_bars`). Missing values leave a gap. ``yrange``: the y axis's range, or
+    ``"correlation"``: from 0 (or the lowest bar or interval below it, at most −1) to 1.
     """
     groups = list(values)
     series = list(dict.fromkeys(s for g in groups for s in values[g]))
     fig = go.Figure()
+    lowest = 0.0
     for name in series:
         present = [g for g in groups if name in values[g]]
         triples = [_with_error(values[g][name]) for g in present]
+        lowest = min([lowest] + [v - (down or 0.0) for v, _, down in triples if np.isfinite(v)])
         fig.add_trace(go.Bar(
             name=name, x=present, y=[v for v, _, _ in triples], error_y=_error_bars(triples),
             hovertemplate="%{x}<br>" + name + ": %{y:.3f}<extra></extra>",
         ))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, barmode="group", legend_title_text="")
     if yrange is not None:
-        fig.update_yaxes(range=list(yrange))
+        fig.update_yaxes(range=_correlation_axis(lowest) if yrange == "correlation" else list(yrange))
     return fig
 
 
@@ -475,5 +487,5 @@ def line_curves(x, series: dict[str, object], title: str, xaxis: str, yaxis: str
                                  hovertemplate=name + "<br>" + xaxis + " %{x}: %{y:.3f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis)
     if yrange is not None:
-        fig.update_yaxes(range=list(yrange))
+        fig.update_yaxes(range=_correlation_axis(lowest) if yrange == "correlation" else list(yrange))
     return fig

@@ -69,6 +69,12 @@ def test_attribution_figures_build_with_named_hover():
     positive = plots.correlation_bars({"IOI": {"heads": (0.6, 0.1)}}, "r")
     negative = plots.correlation_bars({"IOI": {"heads": (-0.2, 0.1)}}, "r")
     assert positive.layout.yaxis.range[0] == 0 and negative.layout.yaxis.range[0] == pytest.approx(-0.35)
+    # grouped bars of correlations: the same axis rule (0 when every bar and interval is above it), or a fixed range
+    grouped = plots.grouped_bars({"IOI": {"aligned": (0.9, 0.05), "zero": (0.3, 0.1)}}, "r", "r", yrange="correlation")
+    below = plots.grouped_bars({"IOI": {"aligned": (0.9, 0.05), "zero": (-0.4, 0.2)}}, "r", "r", yrange="correlation")
+    fixed = plots.grouped_bars({"IOI": {"aligned": (0.9, 0.05)}}, "r", "r", yrange=(0, 1.05))
+    assert list(grouped.layout.yaxis.range) == [0, 1.05] and below.layout.yaxis.range[0] == pytest.approx(-0.65)
+    assert list(fixed.layout.yaxis.range) == [0, 1.05] and plots.grouped_bars({"IOI": {"a": 0.5}}, "r", "r").layout.yaxis.range is None
     curves = plots.faithfulness_curves([0, 2, 4], {"IG": torch.rand(3, 5), "AP": torch.rand(3, 5)}, "faithfulness")
     assert [t.name for t in curves.data] == ["IG", "AP"] and len(curves.data[0].y) == 3
     amap = plots.asymmetry_map(a.mean(0), "asymmetry")
@@ -122,3 +128,7 @@ def test_long_titles_wrap_instead_of_running_off_the_plot():
     plots._wrap_titles(fig)
     assert all(len(line) <= 80 for line in fig.layout.title.text.split("<br>")) and "<br>" in fig.layout.title.text
     assert [a.text for a in fig.layout.annotations] == ["IG, corrupted baseline,<br>corrupted run", "AP"]
+    # the figure's title (2 lines) stays above the panel titles (up to 2 lines): the top margin holds both
+    assert fig.layout.margin.t >= 36 + 22 * 2 + 18 * 2 and fig.layout.title.yanchor == "top" and fig.layout.title.yref == "container"
+    title_bottom_px = (1 - fig.layout.title.y) * fig.layout.height + 22 * 2
+    assert title_bottom_px < fig.layout.margin.t - 18 * 2  # above where the panel titles begin
