@@ -181,6 +181,15 @@ def faithfulness_curve(
     return faithfulness(model, batch, sets, ablation=ablation, normalize=normalize, memory_mb=memory_mb)
 
 
+def _cross_fitted_halves(split) -> tuple[tuple[list[int], list[int]], tuple[list[int], list[int]]]:
+    """(prompts chosen on, prompts scored on), both ways: chosen on the test half and scored on the selection half, then
+    the other way round; the scored prompts come in the order ``split.select`` then ``split.test``."""
+    halves = [split.select.tolist(), split.test.tolist()]
+    if not all(halves):
+        raise ValueError("cross-fitting needs prompts on both sides of the split")
+    return (halves[1], halves[0]), (halves[0], halves[1])
+
+
 def cross_fitted_faithfulness(
     model,
     batch,
@@ -204,13 +213,10 @@ def cross_fitted_faithfulness(
     whose ``interval(i)`` and ``difference(other, i)`` are the faithfulness at ``sizes[i]``
     and two rankings' paired difference. All rankings' sets run in the same passes.
     """
-    halves = [split.select.tolist(), split.test.tolist()]
-    if not all(halves):
-        raise ValueError("cross-fitting needs prompts on both sides of the split")
     if not rankings:
         raise ValueError("give at least one ranking (name: scores)")
     parts = []
-    for chosen, scored in (halves[::-1], halves):  # chosen on the test half, scored on the selection half; then the other way
+    for chosen, scored in _cross_fitted_halves(split):
         sets = [{kind: top_components(scores[chosen], k=k, signed=True)} for scores in rankings.values() for k in sizes]
         parts.append(faithfulness(model, batch.select(scored), sets, ablation=ablation, normalize="none", memory_mb=memory_mb))
     out = {}
@@ -426,12 +432,9 @@ def cross_fitted_curves(
     and ``batch`` hold every prompt; each curve's prompts are ``split.select`` then
     ``split.test``. Each half needs at least one prompt.
     """
-    halves = [split.select.tolist(), split.test.tolist()]
-    if not all(halves):
-        raise ValueError("cross-fitting needs prompts on both sides of the split")
     scored_on = [circuit_curves(model, batch.select(scored), {name: (scores[chosen], signed) for name, (scores, signed) in rankings.items()},
                                 kind, fractions, memory_mb)
-                 for chosen, scored in (halves[::-1], halves)]
+                 for chosen, scored in _cross_fitted_halves(split)]
     out = {}
     for name in rankings:
         first, second = scored_on[0][name], scored_on[1][name]

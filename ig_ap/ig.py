@@ -33,6 +33,7 @@ Riemann rules, with Captum's nodes and weights.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -423,36 +424,36 @@ def _integrate(model, context_run, layer: int, paths, metric, batch, segments: i
         size = x.shape[-2] if kind == "heads" else x.shape[-1]
         out.append((torch.zeros(P, size, dtype=torch.float64, device=x.device),
                     torch.zeros(P, size, segments, dtype=torch.float64, device=x.device),
-                    segment_shares(weights, segments).to(x.device)))  # [step, segment]
+                    segment_shares(weights, segments).to(x.device), x - x0))  # [step, segment]; the path's direction
         rows += [(j, i) for i in range(len(alphas))]
     for start in range(0, len(rows), steps_per_pass):
         chunk = rows[start:start + steps_per_pass]
         C = len(chunk)
-        points, hooks = {}, []
-        for j in dict.fromkeys(j for j, _ in chunk):  # the paths in this pass, each a run of consecutive copies
+        runs, hooks, w = [], [], []  # each path's run of consecutive copies in this pass
+        for j, group in itertools.groupby(range(C), key=lambda c: chunk[c][0]):
+            copies = list(group)
+            steps = [chunk[c][1] for c in copies]
             name, kind, x0, x, alphas, weights = paths[j]
-            steps = [i for jj, i in chunk if jj == j]
-            first = next(c for c, (jj, _) in enumerate(chunk) if jj == j)
             a = alphas[steps].to(device=x.device, dtype=x.dtype)
-            shape = (len(steps),) + (1,) * x.dim()
-            point = (x0.unsqueeze(0) + a.view(shape) * (x - x0).unsqueeze(0)).reshape(len(steps) * P, *x.shape[1:])
+            point = (x0.unsqueeze(0) + a.view(-1, *(1,) * x.dim()) * out[j][3].unsqueeze(0)).reshape(len(steps) * P, *x.shape[1:])
             point.requires_grad_(True)
-            points[j] = (point, steps)
-            hooks.append((name, functools.partial(_replace_rows, value=point, first=first * P, whole=C == len(steps))))
+            runs.append((j, point, steps))
+            hooks.append((name, functools.partial(_replace_rows, value=point, first=copies[0] * P, whole=len(copies) == C)))
+            w.append(weights[steps])
         with torch.enable_grad():
             final = run_from(model, context_run, layer, C, hooks, last=batch.last)
             values = metric(final.view(C, P, -1), batch)
-            w = torch.stack([paths[j][5][i] for j, i in chunk]).to(device=values.device, dtype=values.dtype)
-            grads = torch.autograd.grad((values * w[:, None]).sum(), [p for p, _ in points.values()])
-        for (j, (point, steps)), grad in zip(points.items(), grads):
-            name, kind, x0, x, alphas, weights = paths[j]
+            w = torch.cat(w).to(device=values.device, dtype=values.dtype)
+            grads = torch.autograd.grad((values * w[:, None]).sum(), [point for _, point, _ in runs])
+        for (j, _, steps), grad in zip(runs, grads):
+            kind, x = paths[j][1], paths[j][3]
+            total, profile, split, delta = out[j]
             summed = (2, 4) if kind == "heads" else (2,)  # positions (and d_head) of [step, prompt, pos, ...]
-            per_step = (grad.view(len(steps), P, *x.shape[1:]) * (x - x0).unsqueeze(0)).sum(dim=summed)  # [step, prompt, component]
-            total, profile, split = out[j]
+            per_step = (grad.view(len(steps), P, *x.shape[1:]) * delta.unsqueeze(0)).sum(dim=summed)  # [step, prompt, component]
             total += per_step.sum(0).double()
             profile += torch.einsum("spc,sg->pcg", per_step.double(), split[steps])
         bar.update(C)
-    return [(total, profile) for total, profile, _ in out]
+    return [(total, profile) for total, profile, _, _ in out]
 
 
 def _replace_rows(activation, hook, value, first: int, whole: bool):

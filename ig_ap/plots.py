@@ -487,5 +487,5 @@ def line_curves(x, series: dict[str, object], title: str, xaxis: str, yaxis: str
                                  hovertemplate=name + "<br>" + xaxis + " %{x}: %{y:.3f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis)
     if yrange is not None:
-        fig.update_yaxes(range=_correlation_axis(lowest) if yrange == "correlation" else list(yrange))
+        fig.update_yaxes(range=list(yrange))
     return fig
