@@ -41,6 +41,7 @@ import ig_ap
 from ig_ap import results
 from ig_ap.attribution import SPEED_OPTIONS, Attribution
 from ig_ap.export import export
+from ig_ap.findings import Findings, findings_page
 from ig_ap.ig import MAX_STEPS
 from ig_ap.models import EMBEDDED, ModelInfo, ModelUnavailableError, UnknownModelError, load_model, model_info
 from ig_ap.plots import Page, plotly_js_path, use_offline_renderer
@@ -211,6 +212,7 @@ class Chapter:
     cache: Path = field(default_factory=lambda: results.results_directory())
     log: Path | None = None
     page: Page = field(default_factory=Page)
+    findings: Findings = field(default_factory=Findings)
 
     @property
     def speed(self) -> dict[str, Any]:
@@ -307,6 +309,7 @@ def open_chapter(namespace: Mapping[str, Any] | None = None, *, show: bool | Seq
                       cache=results.results_directory(),
                       log=Path(page_output).with_suffix(".results") if page_output else None,
                       page=Page(page_output))
+    chapter.findings = Findings(chapter.page, Path(page_output).name if page_output else "", info.model_id)
     if show:
         from IPython.display import Markdown, display  # only where a chapter runs
 
@@ -426,9 +429,12 @@ class ChapterFailed(RuntimeError):
 # --------------------------------------------------------------------------- the book
 
 
-def stage(root: Path, executed: list[Path], src: Path, task_book: bool = False) -> Path:
+def stage(root: Path, executed: list[Path], src: Path, task_book: bool = False, profile: str = "") -> Path:
     """Assemble the book sources (config, pages, executed chapters, local plotly.js) in ``src``; ``task_book``: the
-    chapters' cells for a book on a task file (:func:`build_task_book` then writes its own contents and title page)."""
+    chapters' cells for a book on a task file (:func:`build_task_book` then writes its own contents and title page).
+
+    The Findings page (:data:`FINDINGS_PAGE`) is written here from the executed chapters'
+    claims (:func:`ig_ap.findings.findings_page`); its values are glued from the chapters."""
     if src.exists():
         shutil.rmtree(src)
     (src / "_static").mkdir(parents=True)
@@ -441,11 +447,25 @@ def stage(root: Path, executed: list[Path], src: Path, task_book: bool = False) 
             shutil.copy2(path, dest)
     for notebook in executed:
         _show_parameters_once(notebook, src / "book" / notebook.name, task_book)
+    titles = {**_toc_titles(root / "_toc.yml"), **({k: v[1] for k, v in TASK_CHAPTERS.items()} if task_book else {})}
+    (src / FINDINGS_PAGE).write_text(findings_page(executed, titles, profile=profile))
     if (root / "_static").is_dir():
         shutil.copytree(root / "_static", src / "_static", dirs_exist_ok=True)
     shutil.copy2(plotly_js_path(), src / "_static" / "plotly.min.js")
     write_coverage_table(src / "book" / "data" / COVERAGE_TABLE)
     return src
+
+
+FINDINGS_PAGE = "book/findings.md"
+"""The Findings page, written by :func:`stage` (the table of contents lists it after the introduction)."""
+
+
+def _toc_titles(toc: Path) -> dict[str, str]:
+    """Each chapter's title in the table of contents ``toc``, by notebook stem."""
+    import yaml
+
+    entries = yaml.safe_load(toc.read_text()).get("chapters", [])
+    return {Path(e["file"]).name: e["title"] for e in entries if isinstance(e, dict) and "title" in e}
 
 
 COVERAGE_TABLE = "coverage.csv"
@@ -485,7 +505,7 @@ def build(
     notebooks = chapters(root)
     started = time.perf_counter()
     executed = _execute_chapters(notebooks, profile, only, overrides, out, force)
-    _compile(stage(root, executed, out / "src"), out)
+    _compile(stage(root, executed, out / "src", profile=profile), out)
     _drop_thebe(out / "html")
     _collect_data(executed, out)
     manifest = {"profile": profile, "overrides": overrides or {}, "pages": _pages_key(root),
@@ -569,7 +589,7 @@ def build_task_book(
         parameters = profile_parameters(profile, notebook.stem, {**sized, **overrides, parameter: str(path)})
         print(f"[{i}/{len(notebooks)}] {notebook.stem} on {path.name} ({profile} profile)", flush=True)
         executed.append(execute_chapter(notebook, out / "executed", parameters, force=force))
-    src = stage(root, executed, out / "src", task_book=True)
+    src = stage(root, executed, out / "src", task_book=True, profile=profile)
     _write_task_contents(src, notebooks)
     (src / "book" / "intro.md").write_text(task_title_page(dataset, pair, info, profile, n_prompts, notebooks, root))
     _compile(src, out)
@@ -588,7 +608,8 @@ def _write_task_contents(src: Path, notebooks: list[Path]) -> None:
     import yaml
 
     toc = {"format": "jb-book", "root": "book/intro",
-           "chapters": [{"file": f"book/{n.stem}", "title": TASK_CHAPTERS[n.stem][1]} for n in notebooks]
+           "chapters": [{"file": FINDINGS_PAGE.removesuffix(".md"), "title": "Findings"}]
+           + [{"file": f"book/{n.stem}", "title": TASK_CHAPTERS[n.stem][1]} for n in notebooks]
            + [{"file": page} for page in TASK_PAGES]}
     (src / "_toc.yml").write_text("# Written by ig_ap.book.build_task_book\n" + yaml.safe_dump(toc, sort_keys=False))
 

@@ -1,5 +1,6 @@
 """The chapter runner and the built book: chapters execute on a tiny model, pages render offline."""
 
+import html
 import json
 import re
 import shutil
@@ -13,7 +14,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from ig_ap import book
+from ig_ap import book, findings
 
 from conftest import TINY
 
@@ -394,3 +395,125 @@ def test_an_edited_task_file_runs_its_chapters_again(tmp_path):
     before = book._source_key(notebook, {"tasks": str(path)})
     path.write_text(path.read_text() + "The opposite of up is,The opposite of in is, down, out\n")
     assert book._source_key(notebook, {"tasks": str(path)}) != before  # same path, new rows: not the old page
+
+
+def test_the_findings_page_glues_every_headline_value_from_its_chapter(built_book):
+    out, _ = built_book
+    page = (out / "html" / "book" / "findings.html").read_text()
+    executed = [out / "executed" / n.name for n in book.chapters()]
+    rows = 0
+    for notebook in executed:
+        for claim in findings.read_claims(notebook):
+            assert claim.chapter == notebook.stem and claim.model == "tiny-gpt2-s0"
+            if claim.headline:
+                rows += 1
+                assert html.escape(claim.value, quote=False) in page, (notebook.stem, claim.key, claim.value)
+                if claim.figure:  # the row links to the figure on its chapter's page
+                    assert f'href="{notebook.stem}.html#{claim.figure}"' in page
+    assert rows >= 10 and page.count("<tr") == rows + 1
+    source = (out / "src" / book.FINDINGS_PAGE).read_text()
+    assert "{glue:text}`" in source and not re.search(r"\d\.\d\d \[", source)  # every value glued, none written in
+    intro = (out / "html" / "book" / "intro.html").read_text()
+    for notebook in executed:  # every chapter's answer, glued from the chapter, on the introduction
+        assert findings.has_answer(notebook), notebook.stem
+    assert intro.count('class="output text_html"') >= len(executed)
+
+
+def test_changing_a_chapters_value_changes_the_findings_page(built_book, tmp_path):
+    """Compile the book again with one glued value of chapter 2 changed: the Findings page shows the new value."""
+    out, _ = built_book
+    executed = []
+    for notebook in book.chapters():
+        copy = tmp_path / "executed" / notebook.name
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy2(out / "executed" / notebook.name, copy)
+        executed.append(copy)
+    chapter = tmp_path / "executed" / "02_aligned_baselines.ipynb"
+    claim = next(c for c in findings.read_claims(chapter) if c.headline)
+    nb = json.loads(chapter.read_text())
+    changed = 0
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            if output.get("metadata", {}).get("scrapbook", {}).get("name") == findings.GLUE_PREFIX + claim.key:
+                for mime in output["data"]:
+                    if mime.endswith("text/plain"):
+                        output["data"][mime] = "-7.654 [-8.765, -6.543]"
+                        changed += 1
+    assert changed == 1
+    chapter.write_text(json.dumps(nb))
+    book._compile(book.stage(book.ROOT, executed, tmp_path / "src"), tmp_path)
+    page = (tmp_path / "html" / "book" / "findings.html").read_text()
+    assert "-7.654 [-8.765, -6.543]" in page
+    assert "-7.654" not in (out / "html" / "book" / "findings.html").read_text()
+
+
+PHONE = 390
+"""A phone's width in CSS pixels (the pages are checked at it)."""
+
+
+@pytest.fixture(scope="module")
+def probed_book(built_book):
+    """The built site served with ``tests/browser/fit_probe.html`` beside it (same origin): the probe loads a page in an
+    iframe of a given width and reports what does not fit."""
+    import functools
+    import http.server
+    import threading
+
+    out, _ = built_book
+    probe = (Path(__file__).parent / "browser" / "fit_probe.html").read_bytes()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.startswith("/__fit_probe.html"):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(probe)))
+                self.end_headers()
+                self.wfile.write(probe)
+            else:
+                super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(out / "html")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield out / "html", f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _fit_problems(base: str, page: str, width: int) -> dict:
+    dom, console = _rendered(f"{base}/__fit_probe.html?page=/{page}&width={width}", width=width + 40)
+    found = re.search(r'<pre id="result">([^<]*)</pre>', dom)
+    assert found and found.group(1) != "pending", f"{page}: the probe did not finish"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_every_page_fits_a_phone(probed_book):
+    """At 390 px no figure is wider than its container, every heatmap keeps its colour bar, no legend entry or tick
+    label is cut, and wide tables scroll inside their box."""
+    html_dir, base = probed_book
+    pages = sorted(p.relative_to(html_dir).as_posix() for p in html_dir.rglob("*.html")
+                   if "_static" not in p.parts and p.name not in ("search.html", "genindex.html"))
+    figures = 0
+    for page in pages:
+        result = _fit_problems(base, page, PHONE)
+        assert not result["problems"], f"{page} at {PHONE} px: {result['problems']}"
+        figures += result["figures"]
+    assert figures >= 20
+
+
+def test_the_probe_finds_a_figure_that_does_not_fit(probed_book):
+    """The phone check can fail: a page whose figure keeps a fixed width of 900 px is reported at 390 px."""
+    html_dir, base = probed_book
+    page = "book/02_aligned_baselines.html"
+    text = (html_dir / page).read_text()
+    assert '"responsive": true' in text
+    broken = html_dir / "book" / "_unfit.html"
+    broken.write_text(text.replace('"responsive": true', '"responsive": false').replace("width:100%", "width:900px"))
+    try:
+        result = _fit_problems(base, "book/_unfit.html", PHONE)
+    finally:
+        broken.unlink()
+    assert any("wide" in p or "past its container" in p for p in result["problems"]), result
