@@ -575,6 +575,26 @@ def readout(
     return torch.einsum("phk,ptk->pht", from_last, masks.to(from_last.dtype))
 
 
+def attention_from_last(model, batch: Batch, heads: Sequence[Head], run: str = "clean") -> Float[Tensor, "prompt head position"]:
+    """Each head's attention pattern from each prompt's last token over every position: where the head looks when it writes
+    the answer.
+
+    A row sums to 1 over the positions up to the prompt's last token and is 0 past it (the
+    padding). :func:`attention_readout` is this summed over the positions holding IO and S.
+    """
+    heads = check_heads(model, heads)
+    if run not in ("clean", "corrupted"):
+        raise AttributionError(f"run must be 'clean' or 'corrupted', got {run!r}")
+    tokens = batch.clean if run == "clean" else batch.corrupted
+    names = sorted({f"blocks.{l}.attn.hook_pattern" for l, _ in heads})
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    rows = torch.arange(len(tokens))
+    last = batch.last.to(tokens.device)
+    out = [cache[f"blocks.{l}.attn.hook_pattern"][rows, h, last] for l, h in heads]  # [prompt, key] each
+    return torch.stack(out, 1).float().cpu()
+
+
 def attention_readout(model, batch: Batch, heads: Sequence[Head], run: str = "clean") -> Float[Tensor, "prompt head target"]:
     """Each head's attention from the last token to the indirect object's and the subject's tokens: ``[..., 0]`` IO, ``[..., 1]`` S.
 

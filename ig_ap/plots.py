@@ -275,6 +275,19 @@ def compare_heatmaps(a, b, names: tuple[str, str], title: str, label: str = "sco
     return fig
 
 
+def attention_positions(pattern, heads: Sequence[str], tokens: Sequence[str], title: str) -> go.Figure:
+    """Heads × positions heatmap of attention from the last token of one prompt (0 to 1), the prompt's tokens on the x axis."""
+    values = np.asarray(pattern, dtype=float)[:, :len(tokens)]
+    labels = [f"{i} {t}" for i, t in enumerate(tokens)]  # position first: a token that repeats keeps its own column
+    fig = go.Figure(go.Heatmap(
+        name="attention", z=values, x=labels, y=list(heads), zmin=0, zmax=1, colorscale="Blues",
+        colorbar=dict(title="attention"), hovertemplate="%{y} → %{x}<br>attention %{z:.3f}<extra></extra>",
+    ))
+    fig.update_layout(title=title, xaxis_title="position and token (the prompt)", yaxis_title="head",
+                      height=220 + 40 * len(heads), xaxis_tickangle=-60)
+    return fig
+
+
 def method_scatter(a, b, names: tuple[str, str], kind: str, title: str) -> go.Figure:
     """Scatter of two methods' scores per component (mean over prompts); the title gives the per-prompt r."""
 

@@ -210,6 +210,20 @@ def test_attention_readout_of_a_model_sums_to_at_most_one(tiny_gpt2):
     assert got.shape == (3, 2, 2) and (got >= 0).all() and (got.sum(-1) <= 1 + 1e-5).all() and got.sum() > 0
 
 
+def test_attention_from_last_sums_to_one_over_the_prompt_and_gives_the_readout(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
+    chosen = [(1, 0), (0, 2)]
+    pattern = heads.attention_from_last(tiny_gpt2, batch, chosen)
+    assert pattern.shape == (3, 2, batch.clean.shape[1])
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(3, 2))
+    positions = torch.arange(batch.clean.shape[1])
+    assert (pattern[positions[None, None, :].expand_as(pattern) > batch.last[:, None, None]] == 0).all()  # nothing past the end
+    # summed over the positions holding IO and S, it is attention_readout
+    is_target = batch.clean[:, None, :] == batch.answers[:, :2, None]  # [prompt, target, position]
+    summed = torch.einsum("phk,ptk->pht", pattern, is_target.float())
+    torch.testing.assert_close(summed, heads.attention_readout(tiny_gpt2, batch, chosen))
+
+
 def test_mlp_paths_direct_path_is_the_frozen_run_and_single_layer_paths_reach_the_metric(tiny_gpt2):
     batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
     names, paths = heads.mlp_paths(tiny_gpt2, batch, (0, 1))
