@@ -2,27 +2,42 @@
    Plotly sizes a figure from its container when it is drawn; a page laid out again later (a phone
    turned, a window resized, fonts loaded, a folded cell opened) leaves it at its first width. Each
    figure is resized whenever its container's width changes, and on narrow screens (under 600 px)
-   its legend moves below the plot, horizontal, so that no entry is cut. */
+   its legend moves to the foot of the figure, horizontal, below the axis labels, so that no entry is
+   cut and the plot keeps the width. */
 (function () {
   "use strict";
   var NARROW = 600;
 
+  var BELOW = {"legend.orientation": "h", "legend.xref": "container", "legend.x": 0, "legend.xanchor": "left",
+               "legend.yref": "container", "legend.y": 0, "legend.yanchor": "bottom"};
+
+  /* The legend at the foot of the figure, under the tick labels and axis titles: the bottom margin grows by the
+     legend's height (the figure keeps its height; the plot area gives way). */
+  function legendBelow(plot) {
+    var margin = plot._fullLayout._size.b;
+    return window.Plotly.relayout(plot, BELOW).then(function () {
+      var legend = plot.querySelector(".legend");
+      var height = legend ? legend.getBoundingClientRect().height : 0;
+      return window.Plotly.relayout(plot, {"margin.b": margin + height + 8});
+    });
+  }
+
   function fit(plot) {
-    if (!window.Plotly || !plot.layout) return;
+    if (!window.Plotly || !plot.layout || !plot._fullLayout) return;
     var width = plot.parentElement.getBoundingClientRect().width;
     if (width === plot._igApWidth) return;  // only a change of width redraws (a height change is the figure's own)
     plot._igApWidth = width;
     var narrow = width < NARROW;
-    var legend = plot.layout.showlegend !== false && (plot.data || []).length > 1;
-    if (legend && plot._igApNarrow !== narrow) {
+    var legend = plot._fullLayout.showlegend;
+    window.Plotly.Plots.resize(plot).then(function () {
+      if (!legend || plot._igApNarrow === narrow) return;
+      if (plot._igApOriginal === undefined) {
+        plot._igApOriginal = {legend: JSON.parse(JSON.stringify(plot.layout.legend || {})),
+                              "margin.b": (plot.layout.margin || {}).b === undefined ? null : plot.layout.margin.b};
+      }
       plot._igApNarrow = narrow;
-      if (plot._igApLegend === undefined) plot._igApLegend = JSON.parse(JSON.stringify(plot.layout.legend || {}));
-      var update = narrow
-        ? {"legend.orientation": "h", "legend.x": 0, "legend.xanchor": "left", "legend.y": -0.2, "legend.yanchor": "top"}
-        : {"legend": plot._igApLegend};
-      window.Plotly.relayout(plot, update);
-    }
-    window.Plotly.Plots.resize(plot);
+      return narrow ? legendBelow(plot) : window.Plotly.relayout(plot, plot._igApOriginal);
+    });
   }
 
   function watch() {
@@ -41,6 +56,20 @@
     plots.forEach(function (plot) { observer.observe(plot.parentElement); fit(plot); });
   }
 
-  if (document.readyState === "complete") watch();
-  else window.addEventListener("load", watch);
+  /* A wide table scrolls inside its box (ig_ap.css); one whose rows are named by a single column keeps that column
+     in view (a table with several index columns, spanning rows, is left to scroll whole). */
+  function stickRowNames() {
+    document.querySelectorAll("table.dataframe").forEach(function (table) {
+      var rows = table.querySelectorAll("tbody tr");
+      var single = rows.length > 0 && Array.prototype.every.call(rows, function (row) {
+        return row.querySelectorAll("th").length === 1 && !row.querySelector("th[rowspan]");
+      });
+      if (single) table.classList.add("ig-ap-sticky");
+    });
+  }
+
+  function start() { stickRowNames(); watch(); }
+
+  if (document.readyState === "complete") start();
+  else window.addEventListener("load", start);
 })();

@@ -9,6 +9,8 @@ pass (:mod:`ig_ap.replay`):
   kept when everything outside a set of components is ablated; :func:`cross_fitted_faithfulness`
   with the sets chosen on other prompts than those they are scored on.
 - :func:`interaction`: candidates patched together versus one at a time.
+- :func:`disagreement_ablation`: what one method ranks high and the other does not, ablated,
+  against random components of the same count (the original project's test).
 - :func:`circuit_faithfulness`, :func:`cross_fitted_circuits`: MIB's faithfulness curve of the top
   components at its circuit sizes, with CPR and CMD (:class:`CircuitCurve`).
 """
@@ -225,6 +227,93 @@ def cross_fitted_faithfulness(
         out[name] = Patched(torch.cat([p.metric[rows] for p in parts], -1), torch.cat([p.clean for p in parts]),
                             torch.cat([p.corrupted for p in parts]))
     return out
+
+
+@dataclass(frozen=True)
+class DisagreementAblation:
+    """The components one method ranks high and the other does not, ablated, against random components of the same count.
+
+    ``sets`` maps each side ("IG only", "AP only") to its components (flat indices into
+    ``[layer, component]``, in order); ``together``: the metric with the whole set ablated
+    (:class:`~ig_ap.analysis.Patched` ``[prompt]``); ``alone``: each member ablated by itself
+    (``[member, prompt]``); ``random``: ``n_random`` sets of as many components drawn from
+    those neither method ranks high (``[draw, prompt]``). All on the held-out prompts, shares
+    of their gap: 1 is the clean run's metric (nothing lost), 0 the corrupted's.
+    """
+
+    sets: dict[str, list[int]]
+    together: dict[str, Patched]
+    alone: dict[str, Patched]
+    random: dict[str, Patched]
+
+    def random_mean(self, side: str) -> Patched:
+        """The random sets' metric averaged over the draws, per prompt (the baseline a set is compared with)."""
+        r = self.random[side]
+        return Patched(r.metric.mean(0), r.clean, r.corrupted)
+
+    def versus_random(self, side: str, n_resamples: int = 1000, seed: int = 0) -> Interval:
+        """How much more of the gap ablating the set keeps than ablating random components of the same count, on the
+        same prompts (negative: the set matters more than random components), with its interval."""
+        return self.together[side].difference(self.random_mean(side), n_resamples=n_resamples, seed=seed)
+
+
+def disagreement_ablation(
+    model,
+    held_out,
+    a: Float[Tensor, "prompt layer component"],
+    b: Float[Tensor, "prompt layer component"],
+    k: int,
+    names: tuple[str, str] = ("IG", "AP"),
+    kind: str = "heads",
+    n_random: int = 20,
+    seed: int = 0,
+    memory_mb: float | None = None,
+) -> DisagreementAblation:
+    """The original project's test of "important disagreements": ablate what one method ranks high and the other does
+    not, one at a time and all together, against random components of the same count.
+
+    The top ``k`` components by mean |score| of ``a`` and of ``b`` are found on the
+    selection prompts (``a`` and ``b`` hold those prompts only); "``names[0]`` only" are
+    the components in ``a``'s top ``k`` and not in ``b``'s, and the other way round. Each
+    set, each of its members, and ``n_random`` seeded draws of as many components from
+    those in neither top ``k`` are ablated (noising: the clean run with them at their
+    corrupted value) on ``held_out``, a batch of other prompts, all in the same passes
+    (:func:`patch_sets`). A side with no component (the two top sets agree) is left out.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"the two methods' scores differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
+    shape = a.shape[1:]
+    top_a = top_components(a, k=k).flatten().nonzero().flatten().tolist()
+    top_b = top_components(b, k=k).flatten().nonzero().flatten().tolist()
+    pool = torch.tensor(sorted(set(range(shape.numel())) - set(top_a) - set(top_b)), dtype=torch.long)
+    sides = {f"{names[0]} only": sorted(set(top_a) - set(top_b)), f"{names[1]} only": sorted(set(top_b) - set(top_a))}
+    sides = {side: members for side, members in sides.items() if members}
+    generator = torch.Generator().manual_seed(seed)
+
+    def mask(indices) -> dict[str, Tensor]:
+        m = torch.zeros(shape.numel(), dtype=torch.bool)
+        m[torch.as_tensor(indices, dtype=torch.long)] = True
+        return {kind: m.view(shape)}
+
+    sets, layout = [], {}
+    for side, members in sides.items():
+        if len(pool) < len(members):
+            raise ValueError(f"{len(pool)} components outside both top sets: too few to draw {len(members)} at random")
+        draws = [pool[torch.randperm(len(pool), generator=generator)[:len(members)]] for _ in range(n_random)]
+        start = len(sets)
+        sets += [mask(members)] + [mask([m]) for m in members] + [mask(d) for d in draws]
+        layout[side] = (start, len(members))
+    if not sets:
+        return DisagreementAblation({}, {}, {}, {})
+    patched = patch_sets(model, held_out, sets, direction="noising", normalize="none", memory_mb=memory_mb)
+
+    def rows(index) -> Patched:
+        return Patched(patched.metric[index], patched.clean, patched.corrupted)
+
+    together = {side: rows(start) for side, (start, _) in layout.items()}
+    alone = {side: rows(slice(start + 1, start + 1 + n)) for side, (start, n) in layout.items()}
+    random = {side: rows(slice(start + 1 + n, start + 1 + n + n_random)) for side, (start, n) in layout.items()}
+    return DisagreementAblation(sides, together, alone, random)
 
 
 @dataclass(frozen=True)

@@ -213,13 +213,13 @@ def findings_page(executed: list[Path], titles: dict[str, str], built: date | No
         lines.append("")
     rows = [(nb.stem, c) for nb in executed for c in claims[nb.stem] if c.headline]
     if rows:
-        lines += ["## Headline results", "", "| Chapter | Finding | Value | Measured on | Shown in |", "|---|---|---|---|---|"]
+        lines += ["## Headline results", "", "| Finding | Value | Measured on | Shown in |", "|---|---|---|---|"]
         for stem, c in rows:
             number = stem.split("_")[0]
-            chapter = f"[{int(number) if number.isdigit() else _cell(titles.get(stem, stem))}]({stem})"
-            figure = (f'<a href="{stem}.html#{html.escape(c.figure)}">Figure {c.figure_number}</a>'
-                      if c.figure else f"[the page]({stem})")
+            where = f"ch. {int(number)}" if number.isdigit() else _cell(titles.get(stem, stem))
+            shown = (f'<a href="{stem}.html#{html.escape(c.figure)}">{where}, Figure {c.figure_number}</a>'
+                     if c.figure else f"[{where}]({stem})")
             value = f"{{glue:text}}`{stem}.ipynb::{GLUE_PREFIX}{c.key}:s`"
-            lines.append(f"| {chapter} | {_cell(c.text)} | {value} | {_cell(c.scale)} | {figure} |")
+            lines.append(f"| {_cell(c.text)} | {value} | {_cell(c.scale)} | {shown} |")
         lines.append("")
     return "\n".join(lines)

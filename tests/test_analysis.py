@@ -694,6 +694,57 @@ def test_cross_fitted_faithfulness_scores_each_half_with_the_other_halfs_top_hea
         cross_fitted_faithfulness(tiny_llama, batch, {"AP": ap.heads}, "heads", sizes, selection_split(torch.tensor([0]), 0))
 
 
+def test_disagreement_ablation_ablates_each_side_together_alone_and_against_random_sets(tiny_llama):
+    """The sides are the symmetric differences of the two top-k sets (chosen on the scores given); each set, each member
+    and each random draw is the metric of patch_sets on that set; the draws have the set's size, avoid both top sets and
+    are seeded; versus_random is the paired difference with the draws' mean."""
+    from ig_ap.ablation import disagreement_ablation, patch_sets
+    from ig_ap.tasks import make_dataset
+
+    batch = make_dataset("ioi", tiny_llama, n=3, seed=0).batch()
+    n_layers, n_heads = tiny_llama.cfg.n_layers, tiny_llama.cfg.n_heads
+    a = torch.zeros(4, n_layers, n_heads)
+    b = torch.zeros(4, n_layers, n_heads)
+    a[:, 0, 0], a[:, 0, 1], a[:, 1, 2] = 3.0, -2.0, 1.0  # top 3 of a: flat 0, 1, n_heads + 2
+    b[:, 0, 0], b[:, 1, 0], b[:, 1, 1] = -3.0, 2.0, 1.0  # top 3 of b: flat 0, n_heads, n_heads + 1
+    result = disagreement_ablation(tiny_llama, batch, a, b, k=3, n_random=4, seed=1, memory_mb=1)
+    assert result.sets == {"IG only": [1, n_heads + 2], "AP only": [n_heads, n_heads + 1]}
+    top = {0, 1, n_heads + 2, n_heads, n_heads + 1}
+
+    def as_mask(indices):
+        m = torch.zeros(n_layers * n_heads, dtype=torch.bool)
+        m[list(indices)] = True
+        return {"heads": m.view(n_layers, n_heads)}
+
+    for side, members in result.sets.items():
+        expected = patch_sets(tiny_llama, batch, [as_mask(members)] + [as_mask([m]) for m in members], normalize="none")
+        torch.testing.assert_close(result.together[side].metric, expected.metric[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(result.alone[side].metric, expected.metric[1:], rtol=0, atol=1e-5)
+        assert result.random[side].metric.shape == (4, 3)
+        mean = result.random_mean(side)
+        torch.testing.assert_close(mean.metric, result.random[side].metric.mean(0))
+        difference = result.versus_random(side)
+        assert difference.value == pytest.approx(((result.together[side].metric - mean.metric).mean() / mean.gap.mean()).item(), abs=1e-5)
+    # the draws: as many heads as the set, none of either top set, the same for the same seed
+    again = disagreement_ablation(tiny_llama, batch, a, b, k=3, n_random=4, seed=1, memory_mb=1)
+    torch.testing.assert_close(again.random["IG only"].metric, result.random["IG only"].metric)
+    other = disagreement_ablation(tiny_llama, batch, a, b, k=3, n_random=4, seed=2, memory_mb=1)
+    assert not torch.allclose(other.random["IG only"].metric, result.random["IG only"].metric)
+    from ig_ap import ablation
+    calls = []
+    original = ablation.patch_sets
+    ablation.patch_sets = lambda model, held_out, sets, **kw: calls.append(sets) or original(model, held_out, sets, **kw)
+    try:
+        disagreement_ablation(tiny_llama, batch, a, b, k=3, n_random=4, seed=1, memory_mb=1)
+    finally:
+        ablation.patch_sets = original
+    (sets,) = calls
+    draws = [s["heads"].flatten().nonzero().flatten().tolist() for s in sets[3:7] + sets[10:14]]
+    assert all(len(d) == 2 and not set(d) & top for d in draws)
+    # two methods that agree leave nothing to ablate
+    assert disagreement_ablation(tiny_llama, batch, a, a, k=3).sets == {}
+
+
 def test_interval_format_shows_which_side_of_zero_a_small_bound_lies():
     """A bound that would print as 0.00 gets decimals until its sign shows (at most 6); ordinary intervals keep 2; no -0.00."""
     from ig_ap.analysis import Interval

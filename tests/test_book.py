@@ -410,7 +410,7 @@ def test_the_findings_page_glues_every_headline_value_from_its_chapter(built_boo
                 assert html.escape(claim.value, quote=False) in page, (notebook.stem, claim.key, claim.value)
                 if claim.figure:  # the row links to the figure on its chapter's page
                     assert f'href="{notebook.stem}.html#{claim.figure}"' in page
-    assert rows >= 10 and page.count("<tr") == rows + 1
+    assert rows >= 10 and page.count("<tr") == rows + 1 and "ch. 2, Figure" in page
     source = (out / "src" / book.FINDINGS_PAGE).read_text()
     assert "{glue:text}`" in source and not re.search(r"\d\.\d\d \[", source)  # every value glued, none written in
     intro = (out / "html" / "book" / "intro.html").read_text()
