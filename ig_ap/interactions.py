@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -254,14 +255,19 @@ class Account:
     both over the components accounted. :meth:`explained` is 1 − Σ residual / Σ
     disagreement over prompts (a ratio of means, with a jackknife interval over prompts):
     the share of the squared disagreement that pairwise interactions inside layers explain.
+    The same account serves any estimate of AP and any predicted part of its error: chapter 6
+    also splits AtP − AP by the attention-pattern term AtP − AtP (QK fix).
     """
 
     disagreement: Float[Tensor, "prompt"]
     residual: Float[Tensor, "prompt"]
 
     def explained(self) -> Interval:
+        """The share explained with its jackknife interval, cut at 1 (a share of a sum of squares explained cannot exceed
+        it; cutting cannot lower the coverage)."""
         values = torch.stack([self.disagreement, self.residual], -1).double()
-        return jackknife_interval(values, lambda v: 1 - v[..., 1].mean(-1) / v[..., 0].mean(-1))
+        interval = jackknife_interval(values, lambda v: 1 - v[..., 1].mean(-1) / v[..., 0].mean(-1))
+        return replace(interval, high=min(interval.high, 1.0)) if math.isfinite(interval.high) else interval
 
 
 def account(ig: Float[Tensor, "prompt component"], ap: Float[Tensor, "prompt component"],
