@@ -52,8 +52,9 @@ Modules, one idea each, on floors: a module imports from its own floor or those 
 6. Scale: :mod:`ig_ap.sweep`: sweeps as Ray tasks, sharded, resumable, merged into the cache.
 
 7. The book: :mod:`ig_ap.plots`: plotly figures, the offline renderer and a page's numbered
-   figures; :mod:`ig_ap.book`: a chapter's object (its results, its page) and the runner
-   (papermill, then Jupyter Book).
+   figures; :mod:`ig_ap.findings`: a chapter's answer and claims, glued, and the Findings page
+   gathered from them; :mod:`ig_ap.book`: a chapter's object (its results, its page, its
+   findings) and the runner (papermill, then Jupyter Book).
 """
 
 __version__ = "0.1.0"
