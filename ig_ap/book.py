@@ -310,6 +310,9 @@ def open_chapter(namespace: Mapping[str, Any] | None = None, *, show: bool | Seq
                       log=Path(page_output).with_suffix(".results") if page_output else None,
                       page=Page(page_output))
     chapter.findings = Findings(chapter.page, Path(page_output).name if page_output else "", info.model_id)
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)  # a table's cells in full (pandas cuts them at 50 characters)
     if show:
         from IPython.display import Markdown, display  # only where a chapter runs
 

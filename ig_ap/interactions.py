@@ -262,6 +262,12 @@ class Account:
     disagreement: Float[Tensor, "prompt"]
     residual: Float[Tensor, "prompt"]
 
+    def budget(self) -> dict[str, float]:
+        """The mean squared disagreement per prompt, split into the part the prediction explains and the rest (the rest
+        is the mean residual; the explained part, their difference, is negative where the prediction overshoots)."""
+        disagreement, residual = self.disagreement.double().mean().item(), self.residual.double().mean().item()
+        return {"explained": disagreement - residual, "rest": residual}
+
     def explained(self) -> Interval:
         """The share explained with its jackknife interval, cut at 1 (a share of a sum of squares explained cannot exceed
         it; cutting cannot lower the coverage)."""

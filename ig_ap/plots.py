@@ -413,6 +413,34 @@ def grouped_bars(values: dict[str, dict[str, object]], title: str, yaxis: str, x
     return fig
 
 
+def stacked_bars(values: dict[str, dict[str, float]], title: str, yaxis: str, xaxis: str = "task") -> go.Figure:
+    """One bar per outer key (e.g. task and method), stacked from its parts (inner keys, one colour each); a negative part
+    is drawn below 0 (plotly's relative stacking)."""
+    groups = list(values)
+    parts = list(dict.fromkeys(p for g in groups for p in values[g]))
+    fig = go.Figure()
+    for part in parts:
+        present = [g for g in groups if part in values[g]]
+        fig.add_trace(go.Bar(name=part, x=present, y=[float(values[g][part]) for g in present],
+                             hovertemplate="%{x}<br>" + part + ": %{y:.4f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, barmode="relative", legend_title_text="")
+    return fig
+
+
+def partner_map(rows: dict[str, Sequence[float]], partners: Sequence[str], title: str, label: str = "I") -> go.Figure:
+    """Each row (a component) against each of its possible partners (columns): the interaction of the pair, zero in
+    white; a row's own column (no pair) is left blank."""
+    z = np.asarray([np.asarray(v, dtype=float) for v in rows.values()])
+    limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    fig = go.Figure(go.Heatmap(
+        name=label, z=z, x=list(partners), y=list(rows), colorscale=DIVERGING, zmid=0, zmin=-(limit or 1.0),
+        zmax=limit or 1.0, colorbar=dict(title=label), hovertemplate="%{y} with %{x}<br>" + label + " %{z:.4f}<extra></extra>",
+    ))
+    fig.update_layout(title=title, xaxis_title="partner (a head of the same layer)", yaxis_title="head",
+                      height=200 + 36 * len(rows), yaxis_autorange="reversed")
+    return fig
+
+
 def completeness_bars(attribution, title: str) -> go.Figure:
     """IG's completeness error per layer (worst prompt), relative to the clean−corrupted gap, log scale.
 

@@ -145,6 +145,9 @@ def test_the_account_splits_the_disagreement():
     assert account(ig, ap, torch.zeros(5, 9)).explained().value == pytest.approx(0.0)
     half = account(ig, ap, 0.5 * (ig - ap)).explained()
     assert half.value == pytest.approx(0.75) and half.low <= 0.75 <= half.high
+    budget = account(ig, ap, 0.5 * (ig - ap)).budget()
+    total = ((ig - ap) ** 2).sum(-1).mean().item()
+    assert budget["explained"] + budget["rest"] == pytest.approx(total) and budget["rest"] == pytest.approx(0.25 * total)
     # a prediction that is nearly exact on every prompt but one: the jackknife's upper bound would pass 1; it is cut there
     near = ig - ap
     near[0] *= 3.0

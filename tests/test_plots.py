@@ -79,7 +79,14 @@ def test_attribution_figures_build_with_named_hover():
     assert [t.name for t in curves.data] == ["IG", "AP"] and len(curves.data[0].y) == 3
     amap = plots.asymmetry_map(a.mean(0), "asymmetry")
     assert amap.data[0].zmid == 0 and "asymmetry" in amap.data[0].hovertemplate
-    for figure in (fig, both, scatter, bars, curves, amap):
+    stacked = plots.stacked_bars({"IOI, IG": {"explained": 0.3, "rest": 0.1}, "IOI, AtP": {"explained": -0.05, "rest": 0.4}},
+                                 "budget", "squared disagreement")
+    assert stacked.layout.barmode == "relative" and [t.name for t in stacked.data] == ["explained", "rest"]
+    assert list(stacked.data[0].y) == [0.3, -0.05] and list(stacked.data[1].x) == ["IOI, IG", "IOI, AtP"]
+    partners = plots.partner_map({"L3H1": [0.1, float("nan"), -0.2], "L5H0": [float("nan"), 0.05, 0.0]}, ["H0", "H1", "H2"], "partners")
+    assert partners.data[0].zmid == 0 and partners.data[0].zmax == pytest.approx(0.2) and list(partners.data[0].y) == ["L3H1", "L5H0"]
+    assert partners.data[0].showscale is not False  # the colour bar stays
+    for figure in (fig, both, scatter, bars, curves, amap, stacked, partners):
         assert figure.layout.title.text
 
 
