@@ -18,8 +18,7 @@ pass (:mod:`ig_ap.replay`):
 from __future__ import annotations
 
 import functools
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
 import torch
@@ -439,7 +438,7 @@ class CircuitCurve:
         symmetric and would reach below it at a few prompts); this cannot lower its coverage.
         """
         interval = jackknife_interval(self._stacked(), lambda v: self._area((1 - self._faithfulness_of(v)).abs()))
-        return replace(interval, low=max(interval.low, 0.0)) if math.isfinite(interval.low) else interval
+        return interval.within(lowest=0.0)
 
     def difference(self, other: "CircuitCurve", measure: str) -> Interval:
         """``measure`` (``"cpr"`` or ``"cmd"``) of this curve minus ``other``'s, paired over the same prompts, with its

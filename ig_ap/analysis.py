@@ -20,7 +20,7 @@ Statistics that run the model (faithfulness, joint patches) live in :mod:`ig_ap.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -102,6 +102,15 @@ class Interval:
     @property
     def width(self) -> float:
         return self.high - self.low
+
+    def within(self, lowest: float = -math.inf, highest: float = math.inf) -> "Interval":
+        """This interval cut to ``[lowest, highest]``, the range the statistic cannot leave (an attention weight lies in
+        [0, 1], an area of |1 − f| is at least 0, a share of a sum of squares explained at most 1). The t and jackknife
+        intervals are symmetric and reach past such a bound at a few prompts; cutting there cannot lower the coverage.
+        Bounds that are not finite (no interval, or one the data cannot bound) are left as they are."""
+        low = max(self.low, lowest) if math.isfinite(self.low) else self.low
+        high = min(self.high, highest) if math.isfinite(self.high) else self.high
+        return replace(self, low=low, high=high)
 
     def excludes(self, x: float) -> bool:
         """Whether ``x`` lies outside the interval (False when there is no interval)."""

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -273,7 +272,7 @@ class Account:
         it; cutting cannot lower the coverage)."""
         values = torch.stack([self.disagreement, self.residual], -1).double()
         interval = jackknife_interval(values, lambda v: 1 - v[..., 1].mean(-1) / v[..., 0].mean(-1))
-        return replace(interval, high=min(interval.high, 1.0)) if math.isfinite(interval.high) else interval
+        return interval.within(highest=1.0)
 
 
 def account(ig: Float[Tensor, "prompt component"], ap: Float[Tensor, "prompt component"],

@@ -745,6 +745,18 @@ def test_disagreement_ablation_ablates_each_side_together_alone_and_against_rand
     assert disagreement_ablation(tiny_llama, batch, a, a, k=3).sets == {}
 
 
+def test_an_interval_cut_to_the_range_its_statistic_cannot_leave():
+    from ig_ap.analysis import Interval
+
+    t = Interval(0.05, -0.1, 0.2, 4, method="t")
+    assert (t.within(0.0, 1.0).low, t.within(0.0, 1.0).high) == (0.0, 0.2) and t.within(0.0, 1.0).method == "t"
+    assert t.within(highest=0.1).high == 0.1 and t.within(highest=0.1).low == -0.1
+    none = Interval(0.5, float("nan"), float("nan"), 2)
+    assert math.isnan(none.within(0.0, 1.0).low) and math.isnan(none.within(0.0, 1.0).high)  # no interval stays none
+    unbounded = Interval(0.5, -math.inf, math.inf, 4)
+    assert unbounded.within(0.0, 1.0).low == -math.inf and unbounded.within(0.0, 1.0).high == math.inf
+
+
 def test_interval_format_shows_which_side_of_zero_a_small_bound_lies():
     """A bound that would print as 0.00 gets decimals until its sign shows (at most 6); ordinary intervals keep 2; no -0.00."""
     from ig_ap.analysis import Interval
