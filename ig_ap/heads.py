@@ -604,11 +604,7 @@ def attention_readout(model, batch: Batch, heads: Sequence[Head], run: str = "cl
     heads = check_heads(model, heads)
     if batch.task is not Task.IOI:
         raise AttributionError("attention_readout reads IOI prompts (indirect object and subject names)")
-    if run not in ("clean", "corrupted"):
-        raise AttributionError(f"run must be 'clean' or 'corrupted', got {run!r}")
-    tokens = batch.clean if run == "clean" else batch.corrupted
-    names = sorted({f"blocks.{l}.attn.hook_pattern" for l, _ in heads})
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    out = [readout(cache[f"blocks.{l}.attn.hook_pattern"][:, h:h + 1], tokens, batch.last, batch.answers[:, :2])[:, 0] for l, h in heads]
-    return torch.stack(out, 1).cpu()
+    from_last = attention_from_last(model, batch, heads, run)  # [prompt, head, key], 0 past each prompt's end
+    tokens = (batch.clean if run == "clean" else batch.corrupted).cpu()
+    targets = tokens[:, None, :] == batch.answers[:, :2, None].cpu()  # [prompt, target, key]
+    return torch.einsum("phk,ptk->pht", from_last, targets.to(from_last.dtype))
