@@ -24,8 +24,14 @@ completeness tolerance).
 - :func:`partner_screen`: the cheap screen that picks each neuron's likely partners among all
   neurons of its layer (one forward and backward pass per neuron), whose recall against
   exhaustive pairs ``tests/test_interactions.py`` measures.
-- :func:`pairwise_prediction`, :class:`Account`: ½ Σ I per component, and the share of the
-  disagreement Σ_c (IG_c − AP_c)² it explains, with an interval over prompts.
+- :meth:`PairInteractions.half_sum`, :func:`account`: ½ Σ I per component (the pairwise
+  prediction), and the share of the disagreement Σ_c (IG_c − AP_c)² it explains, with an
+  interval over prompts.
+- :func:`disagreement_parts`, :func:`coalition_curve`: IG_c − AP_c split into its own path's
+  quadrature error, the pairs and the higher order; the higher order measured by letting c's
+  partners join one by one.
+- :func:`label_disagreements`: the rule that names each disagreement (AND-like or OR-like
+  pairs, cross-layer, saturating, unexplained).
 """
 
 from __future__ import annotations
@@ -282,26 +288,112 @@ def account(ig: Float[Tensor, "prompt component"], ap: Float[Tensor, "prompt com
     return Account((difference ** 2).sum(-1), ((difference - predicted.double()) ** 2).sum(-1))
 
 
-LABELS = ("AND-like pairs", "OR-like pairs", "not pairwise")
+LABELS = ("AND-like pairs", "OR-like pairs", "cross-layer", "saturating", "unexplained", "below the tolerance")
 """How :func:`label_disagreements` names a component's disagreement (rule: its docstring and the methods page)."""
 
 
-def label_disagreements(difference: Float[Tensor, "..."], predicted: Float[Tensor, "..."], explained: float = 0.5) -> list[str]:
-    """Label each disagreement IG − AP by what explains it (one rule, stated once; the methods page states it too).
+def label_disagreements(
+    difference: Float[Tensor, "..."],
+    predicted: Float[Tensor, "..."],
+    explained: float = 0.5,
+    *,
+    across: Float[Tensor, "..."] | None = None,
+    atp: Float[Tensor, "..."] | None = None,
+    tolerance: float = 0.0,
+) -> list[str]:
+    """Label each component's disagreement with AP by what explains it: one rule, stated once (the methods page too).
 
-    When the pairwise prediction ½ Σ I has the disagreement's sign and lies within a factor
-    1 / ``explained`` of it (between half and twice its size by default), the disagreement is
-    the pairs': superadditive (I > 0, the pair does more together than apart: each needs the
-    other, **AND-like**) or subadditive (I < 0, either one does what both do: **OR-like**). I is
-    a second difference of the metric, the same in both directions (an AND gate has I > 0
-    whether its inputs are turned on in the off run or off in the on run). Otherwise the
-    disagreement is "not pairwise": interaction of three or more components (which the pairs
-    then miss or overshoot), or quadrature error. Inputs are per component (means over prompts).
+    Per component (means over prompts, shares of the gap): d = per-layer IG − AP
+    (``difference``), q = ½ Σ I over its layer's partners (``predicted``), and where given
+    e = IG along the whole network − AP (``across``) and a = AtP − AP (``atp``). In order:
+
+    1. **below the tolerance**: |d|, and |e| and |a| where given, all below ``tolerance``
+       (IG's completeness tolerance: nothing there to explain).
+    2. **AND-like pairs** / **OR-like pairs**: |d| ≥ ``tolerance`` and q has d's sign and lies
+       within a factor 1 / ``explained`` of it (between half and twice its size by default):
+       the disagreement is the pairs', superadditive (q > 0: each needs the other) or
+       subadditive (q < 0: either does what both do). I is a second difference of the metric,
+       the same in both directions, so an AND gate's inputs are AND-like whether they are
+       turned on in the off run or off in the on run.
+    3. **cross-layer**: |e − d| ≥ max(``tolerance``, |d|): letting the other layers move with
+       the component (IG along the network) changes IG's disagreement with AP by at least the
+       per-layer disagreement itself; per-layer IG, like AP, holds the other layers at the
+       base run, so what separates them is interaction across layers (chapter 4's AND across
+       layers: per-layer IG equals AP there, IG of both layers does not).
+    4. **saturating**: |a| ≥ max(``tolerance``, 2 |d|): AtP, the gradient at the base run
+       times the change, is at least twice as far from AP as IG, which integrates along the
+       path: the component's own effect bends between the runs (a saturated sigmoid or
+       softmax; for heads, what AtP*'s QK fix recomputes is part of it).
+    5. **unexplained**: none of these (interaction of three or more components, or
+       quadrature error).
     """
+    def values(x):
+        return None if x is None else torch.as_tensor(x, dtype=torch.float64).flatten().tolist()
+
+    d_all, q_all, e_all, a_all = values(difference), values(predicted), values(across), values(atp)
     labels = []
-    for d, q in zip(difference.flatten().tolist(), predicted.flatten().tolist()):
-        if d == 0 or not explained <= q / d <= 1 / explained:
-            labels.append(LABELS[2])
-        else:
+    for i, (d, q) in enumerate(zip(d_all, q_all)):
+        e = None if e_all is None else e_all[i]
+        a = None if a_all is None else a_all[i]
+        if all(x is None or abs(x) < tolerance or (tolerance == 0 and x == 0) for x in (d, e, a)):
+            labels.append(LABELS[5])
+        elif d != 0 and abs(d) >= tolerance and explained <= q / d <= 1 / explained:
             labels.append(LABELS[0] if q > 0 else LABELS[1])
+        elif e is not None and abs(e - d) >= max(tolerance, abs(d)) and e != d:
+            labels.append(LABELS[2])
+        elif a is not None and abs(a) >= max(tolerance, 2 * abs(d)) and a != 0:
+            labels.append(LABELS[3])
+        else:
+            labels.append(LABELS[4])
     return labels
+
+
+PARTS = ("own path", "pairs", "higher order")
+"""The parts of a disagreement IG − AP (:func:`disagreement_parts`), in order."""
+
+
+def disagreement_parts(
+    ig: Float[Tensor, "..."], ap: Float[Tensor, "..."], half_sum: Float[Tensor, "..."], alone: Float[Tensor, "..."],
+) -> dict[str, Float[Tensor, "..."]]:
+    """IG_c − AP_c split into three signed parts that add up to it exactly, per component.
+
+    - **own path**: IG of c moving alone − AP_c (``alone`` − ``ap``): zero but for quadrature
+      error on c's own path (the identity of the methods page);
+    - **pairs**: ½ Σ I(c, c′) over c's partners (``half_sum``): the second-order term;
+    - **higher order**: IG_c − IG alone − ½ Σ I: interaction of three or more components, and
+      the terms of pairs beyond second order, measured as what the other two leave.
+    """
+    return {PARTS[0]: alone - ap, PARTS[1]: half_sum, PARTS[2]: ig - alone - half_sum}
+
+
+def coalition_curve(
+    model,
+    batch,
+    layer: int,
+    kind: str,
+    component: int,
+    partners: Sequence[int],
+    sizes: Sequence[int],
+    direction: str = "denoising",
+    **ig_options,
+) -> Float[Tensor, "prompt size"]:
+    """IG of ``component`` with itself and its first m ``partners`` moving (the rest of its layer at the baseline), per m
+    in ``sizes``, in the metric's units.
+
+    The higher-order part of a disagreement, measured by growing the coalition: at m = 0 the
+    value is the component's AP (up to quadrature error), at m = every other component of the
+    layer it is its per-layer IG, and between them each partner that joins adds its pairwise
+    term ½ I(c, c′) and whatever it does with the partners already moving. Against
+    ½ Σ I over the same partners, the curve shows where the part beyond pairs arises.
+    ``ig_options`` go to :func:`ig_ap.ig.integrated_gradients` (``n_steps``, ``tolerance``,
+    ``max_steps``, ``memory_mb``…); IG runs in the base run's context, as AP's.
+    """
+    from ig_ap.ig import integrated_gradients
+
+    out = []
+    for m in sizes:
+        moving = [int(component), *(int(p) for p in list(partners)[:m])]
+        result = integrated_gradients(model, batch, direction=direction, components=(kind,), context="baseline",
+                                      layers=[layer], only={kind: {layer: moving}}, progress=False, **ig_options)
+        out.append(getattr(result, kind)[:, layer, int(component)].float().cpu())
+    return torch.stack(out, 1)

@@ -195,6 +195,36 @@ def activation_patching(net: GateNet, direction: str = "denoising", layer: str =
         return (net.from_units(patched, layer, metric) - m_base) / gap
 
 
+def attribution_patching(net: GateNet, direction: str = "denoising", layer: str = "input", metric: str = "probability") -> Float[Tensor, "unit"]:
+    """AtP of every unit of ``layer``: the gradient of the metric at the base run times (other run − base run), normalised
+    as :func:`activation_patching` (its first-order estimate; they differ where a unit's own effect bends)."""
+    direction = check_direction(direction)
+    clean, corrupted, _, _, gap = _runs(net, layer, metric)
+    base, other = base_and_source(direction, clean, corrupted)
+    point = base[None].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(net.from_units(point, layer, metric).sum(), point)
+    return (grad[0] * (other - base) / gap).detach()
+
+
+def saturating_net(steepness: float = 10.0) -> GateNet:
+    """A net built by hand whose output is its first input alone, through a saturated sigmoid: the case where AtP misses
+    what AP and IG agree on.
+
+    ``hidden = relu(x₁ + 0.1)``, ``output = sigmoid(steepness · (hidden − 0.6))``: input 1
+    takes the output from sigmoid(−steepness/2) to sigmoid(+steepness/2), input 2 does
+    nothing. Alone in its game (input 2 never matters), input 1's IG is its AP (the whole
+    gap, both directions), but the gradient at either run is in the flat tail of the
+    sigmoid, so AtP is a small fraction of it: the component's own effect *saturates*.
+    """
+    net = GateNet(1)
+    with torch.no_grad():
+        net.model[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        net.model[0].bias.fill_(0.1)
+        net.model[2].weight.fill_(steepness)
+        net.model[2].bias.fill_(-0.6 * steepness)
+    return net
+
+
 @dataclass(frozen=True)
 class ToyIG:
     """IG scores of one layer's units (normalised by the clean−corrupted gap) and the completeness error."""

@@ -7,7 +7,8 @@ from ig_ap.ablation import patch_sets
 from ig_ap.attribution import AttributionError, hook_name
 from ig_ap.ig import integrated_gradients
 from ig_ap import toy
-from ig_ap.interactions import LABELS, account, joint_patches, label_disagreements, pair_interactions, partner_screen
+from ig_ap.interactions import (LABELS, PARTS, account, coalition_curve, disagreement_parts, joint_patches, label_disagreements,
+                                pair_interactions, partner_screen)
 from ig_ap.patching import activation_patching
 from ig_ap.tasks import make_dataset
 
@@ -167,3 +168,73 @@ def test_the_label_rule_names_the_toy_gates_right(gate, direction):
     interaction = joint - ap[0] - ap[1]
     labels = label_disagreements(ig - ap, torch.full((2,), 0.5 * float(interaction)))
     assert labels == [LABELS[0] if gate == "and" else LABELS[1]] * 2, (ig - ap, interaction)
+    # with every input of the rule given (AtP's distance from AP, IG of the one layer there is), the pairs still come first
+    atp = toy.attribution_patching(net, direction)
+    labels = label_disagreements(ig - ap, torch.full((2,), 0.5 * float(interaction)), across=ig - ap, atp=atp - ap, tolerance=0.02)
+    assert labels == [LABELS[0] if gate == "and" else LABELS[1]] * 2, (ig - ap, atp - ap)
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_the_label_rule_names_an_and_across_layers_cross_layer(direction):
+    """Chapter 4's AND across layers: per-layer IG is AP (each unit is alone in its layer: no pairs), IG of both layers
+    together is not; the rule names both units cross-layer."""
+    scores = toy.cross_layer_scores()
+    ap, per_layer, both = (scores[f"{m} {direction}"] for m in ("AP", "IG per layer", "IG both layers"))
+    torch.testing.assert_close(per_layer, ap, atol=1e-4, rtol=0)
+    labels = label_disagreements(per_layer - ap, torch.zeros(2), across=both - ap, tolerance=0.02)
+    assert labels == [LABELS[2]] * 2, (per_layer - ap, both - ap)
+    # without IG along both layers the rule has nothing to see: per-layer IG and AP agree
+    assert label_disagreements(per_layer - ap, torch.zeros(2), tolerance=0.02) == [LABELS[5]] * 2
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_the_label_rule_names_a_saturated_unit_saturating(direction):
+    """A net whose output is its first input through a saturated sigmoid: IG of that input is its AP (the whole gap; it is
+    alone in its game), AtP, the gradient in the flat tail, a small part of it: saturating. The idle input is below the
+    tolerance."""
+    net = toy.saturating_net()
+    ap, atp = toy.activation_patching(net, direction), toy.attribution_patching(net, direction)
+    ig = toy.integrated_gradients(net, direction).scores
+    assert abs(float(ap[0])) == pytest.approx(1.0) and float(ig[0]) == pytest.approx(float(ap[0]), abs=1e-4) and abs(float(atp[0])) < 0.2
+    labels = label_disagreements(ig - ap, torch.zeros(2), atp=atp - ap, tolerance=0.02)
+    assert labels == [LABELS[3], LABELS[5]]
+    # a gentler sigmoid is not saturated: AtP is close to AP and nothing needs explaining
+    gentle = toy.saturating_net(steepness=0.2)
+    ap, atp = toy.activation_patching(gentle, direction), toy.attribution_patching(gentle, direction)
+    assert label_disagreements(torch.zeros(2), torch.zeros(2), atp=atp - ap, tolerance=0.02) == [LABELS[5]] * 2
+
+
+def test_the_label_rule_in_order():
+    """The rule's steps on hand-made values: pairs first, then across layers, then saturation, else unexplained."""
+    d = torch.tensor([0.2, -0.2, 0.2, 0.2, 0.2, 0.01])
+    q = torch.tensor([0.15, -0.3, 0.01, 0.01, 0.01, 0.0])
+    e = torch.tensor([0.9, 0.9, 0.5, 0.25, 0.25, 0.0])
+    a = torch.tensor([0.0, 0.0, 0.0, 0.6, 0.3, 0.005])
+    assert label_disagreements(d, q, across=e, atp=a, tolerance=0.02) == [
+        LABELS[0], LABELS[1], LABELS[2], LABELS[3], LABELS[4], LABELS[5]]
+
+
+def test_the_parts_of_a_disagreement_add_up_to_it():
+    ig, ap, half, alone = (torch.randn(4, 9) for _ in range(4))
+    parts = disagreement_parts(ig, ap, half, alone)
+    assert list(parts) == list(PARTS)
+    torch.testing.assert_close(sum(parts.values()), ig - ap)
+    torch.testing.assert_close(parts["pairs"], half)
+
+
+def test_the_coalition_curve_runs_from_ap_to_per_layer_ig(tiny_gpt2):
+    """Moving a head alone gives its AP; moving it with every other head of its layer gives its per-layer IG; in between,
+    the value of one partner joining is measured against the pairwise prediction ½ I (they differ by the higher order)."""
+    batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
+    layer, head = 1, 2
+    n_heads = tiny_gpt2.cfg.n_heads
+    partners = [h for h in range(n_heads) if h != head]
+    curve = coalition_curve(tiny_gpt2, batch, layer, "heads", head, partners, [0, 1, len(partners)], n_steps=32)
+    ap = activation_patching(tiny_gpt2, batch, direction="denoising", components=("heads",), progress=False)
+    full = integrated_gradients(tiny_gpt2, batch, direction="denoising", components=("heads",), context="baseline", n_steps=32,
+                                layers=[layer], progress=False)
+    torch.testing.assert_close(curve[:, 0], ap.heads[:, layer, head].float(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(curve[:, 2], full.heads[:, layer, head].float(), atol=1e-5, rtol=1e-4)
+    # one partner: the two-member game, checked against the kernel-independent Riemann sum
+    reference = _reference_ig(tiny_gpt2, batch, layer, "heads", [head, partners[0]])
+    torch.testing.assert_close(curve[:, 1].double(), reference[:, head], atol=2e-4, rtol=1e-3)
