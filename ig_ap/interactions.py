@@ -326,6 +326,8 @@ def label_disagreements(
        softmax; for heads, what AtP*'s QK fix recomputes is part of it).
     5. **unexplained**: none of these (interaction of three or more components, or
        quadrature error).
+
+    Where both 3 and 4 hold, the larger of |e − d| and |a| names the disagreement.
     """
     def values(x):
         return None if x is None else torch.as_tensor(x, dtype=torch.float64).flatten().tolist()
@@ -339,12 +341,13 @@ def label_disagreements(
             labels.append(LABELS[5])
         elif d != 0 and abs(d) >= tolerance and explained <= q / d <= 1 / explained:
             labels.append(LABELS[0] if q > 0 else LABELS[1])
-        elif e is not None and abs(e - d) >= max(tolerance, abs(d)) and e != d:
-            labels.append(LABELS[2])
-        elif a is not None and abs(a) >= max(tolerance, 2 * abs(d)) and a != 0:
-            labels.append(LABELS[3])
         else:
-            labels.append(LABELS[4])
+            across_size = abs(e - d) if e is not None and abs(e - d) >= max(tolerance, abs(d)) and e != d else 0.0
+            saturation = abs(a) if a is not None and abs(a) >= max(tolerance, 2 * abs(d)) and a != 0 else 0.0
+            if across_size == saturation == 0.0:
+                labels.append(LABELS[4])
+            else:
+                labels.append(LABELS[2] if across_size >= saturation else LABELS[3])
     return labels
 
 
@@ -394,6 +397,6 @@ def coalition_curve(
     for m in sizes:
         moving = [int(component), *(int(p) for p in list(partners)[:m])]
         result = integrated_gradients(model, batch, direction=direction, components=(kind,), context="baseline",
-                                      layers=[layer], only={kind: {layer: moving}}, progress=False, **ig_options)
+                                      layers=[layer], only={kind: {layer: moving}}, **{"progress": False, **ig_options})
         out.append(getattr(result, kind)[:, layer, int(component)].float().cpu())
     return torch.stack(out, 1)

@@ -32,6 +32,7 @@ import numpy as np
 import plotly
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.colors import qualitative
 from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 from plotly.subplots import make_subplots
 
@@ -413,9 +414,11 @@ def grouped_bars(values: dict[str, dict[str, object]], title: str, yaxis: str, x
     return fig
 
 
-def stacked_bars(values: dict[str, dict[str, float]], title: str, yaxis: str, xaxis: str = "task") -> go.Figure:
+def stacked_bars(values: dict[str, dict[str, float]], title: str, yaxis: str, xaxis: str = "task",
+                 totals: dict[str, dict[str, float]] | None = None) -> go.Figure:
     """One bar per outer key (e.g. task and method), stacked from its parts (inner keys, one colour each); a negative part
-    is drawn below 0 (plotly's relative stacking)."""
+    is drawn below 0 (plotly's relative stacking). ``totals``: ``{name: {bar: value}}``, a marker per bar (e.g. the sum
+    of signed parts, which relative stacking does not show)."""
     groups = list(values)
     parts = list(dict.fromkeys(p for g in groups for p in values[g]))
     fig = go.Figure()
@@ -423,7 +426,29 @@ def stacked_bars(values: dict[str, dict[str, float]], title: str, yaxis: str, xa
         present = [g for g in groups if part in values[g]]
         fig.add_trace(go.Bar(name=part, x=present, y=[float(values[g][part]) for g in present],
                              hovertemplate="%{x}<br>" + part + ": %{y:.4f}<extra></extra>"))
+    for name, by_bar in (totals or {}).items():
+        present = [g for g in groups if g in by_bar]
+        fig.add_trace(go.Scatter(name=name, x=present, y=[float(by_bar[g]) for g in present], mode="markers",
+                                 marker=dict(symbol="diamond", size=11, color="black"),
+                                 hovertemplate="%{x}<br>" + name + ": %{y:.4f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, barmode="relative", legend_title_text="")
+    return fig
+
+
+def coalition_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], title: str, xaxis: str,
+                     yaxis: str) -> go.Figure:
+    """Per component, ``(x, observed, predicted)``: two lines of one colour, the observed solid and the prediction dashed
+    (e.g. IG − AP with m partners moving against ½ Σ I over them)."""
+    fig = go.Figure()
+    palette = qualitative.Plotly
+    for i, (name, (x, observed, predicted)) in enumerate(curves.items()):
+        colour = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=list(x), y=list(observed), mode="lines+markers", name=f"{name}: observed", legendgroup=name,
+                                 line=dict(color=colour), hovertemplate=name + "<br>%{x}: %{y:.4f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=list(x), y=list(predicted), mode="lines+markers", name=f"{name}: ½ Σ I", legendgroup=name,
+                                 line=dict(color=colour, dash="dash"), marker=dict(symbol="circle-open"),
+                                 hovertemplate=name + " ½ Σ I<br>%{x}: %{y:.4f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis)
     return fig
 
 

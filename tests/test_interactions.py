@@ -212,6 +212,10 @@ def test_the_label_rule_in_order():
     a = torch.tensor([0.0, 0.0, 0.0, 0.6, 0.3, 0.005])
     assert label_disagreements(d, q, across=e, atp=a, tolerance=0.02) == [
         LABELS[0], LABELS[1], LABELS[2], LABELS[3], LABELS[4], LABELS[5]]
+    # both across layers and saturating: the larger of |e − d| and |a| names it
+    d, q = torch.tensor([0.01, 0.01]), torch.zeros(2)
+    assert label_disagreements(d, q, across=torch.tensor([0.1, 0.5]), atp=torch.tensor([0.3, 0.1]), tolerance=0.02) == [
+        LABELS[3], LABELS[2]]
 
 
 def test_the_parts_of_a_disagreement_add_up_to_it():
