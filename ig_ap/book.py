@@ -80,7 +80,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                      "03_latent_components": {"n_prompts": 8, "neurons": 4, "ig_max_steps": 32},
                      "04_and_or_toy_models": {"n_prompts": 8, "ig_max_steps": 32},
                      "05_head_patching": {"n_prompts": 8},
-                     "06_why_they_disagree": {"n_prompts": 8, "ig_max_steps": 32}},
+                     "06_why_they_disagree": {"n_prompts": 8, "ig_max_steps": 32, "neurons": 4}},
     },
     # The original notebooks' scale: GPT-2 small, 100 prompts, 50 IG steps, all neurons.
     # The kernels size their passes from memory_mb (rows = component × prompt or step ×

@@ -249,6 +249,75 @@ def head_interactions(model, batch, direction: str = "denoising", layers: Sequen
     return LayerInteractions(direction, ap, interaction, gap)
 
 
+@dataclass(frozen=True)
+class ComponentPartners:
+    """Chosen components (``layer``, ``index``) of one kind with the partners a screen found in their layers: each one's
+    AP alone, IG moving alone, and the interactions with its partners, in the metric's units, per prompt.
+
+    ``interaction[p, i, j]`` is I(c_i, partners[i][j]) by joint patches; ``half_sum()`` is the
+    pairwise prediction ½ Σ I over the screened partners only (partners the screen left out
+    count 0: for neurons, a layer's thousands of other pairs are not patched).
+    """
+
+    kind: str
+    components: list[tuple[int, int]]
+    partners: list[list[int]]
+    ap: Float[Tensor, "prompt component"]
+    alone: Float[Tensor, "prompt component"]
+    interaction: Float[Tensor, "prompt component partner"]
+    gap: Float[Tensor, "prompt"]
+
+    def half_sum(self) -> Float[Tensor, "prompt component"]:
+        return 0.5 * self.interaction.nan_to_num(0.0).sum(-1)
+
+
+def screened_partners(
+    model,
+    batch,
+    kind: str,
+    components: Sequence[tuple[int, int]],
+    k: int,
+    direction: str = "denoising",
+    memory_mb: float = MEMORY_MB,
+    **ig_options,
+) -> ComponentPartners:
+    """For each chosen (layer, index): its ``k`` likely partners by :func:`partner_screen`, the exact interactions with
+    them by joint patches (:func:`pair_interactions`), its AP, and its IG moving alone (the identity's check).
+
+    The bounded account for a kind with too many components per layer for every pair
+    (neurons): the pairwise prediction is ½ Σ I over the screened partners, whose recall
+    against exhaustive pairs the tests measure. ``ig_options`` go to
+    :func:`ig_ap.ig.integrated_gradients` (``n_steps``, ``tolerance``…), in the base run's context.
+    """
+    from ig_ap.ig import integrated_gradients
+
+    components = [(int(l), int(c)) for l, c in components]
+    by_layer: dict[int, list[int]] = {}
+    for layer, c in components:
+        by_layer.setdefault(layer, []).append(c)
+    P = len(batch)
+    ap = torch.full((P, len(components)), float("nan"))
+    alone = torch.full((P, len(components)), float("nan"))
+    interaction = torch.full((P, len(components), k), float("nan"))
+    partners: list[list[int]] = [[] for _ in components]
+    gap = None
+    for layer, chosen in by_layer.items():
+        found = partner_screen(model, batch, layer, kind, chosen, k, direction)
+        pairs = pair_interactions(model, batch, layer, kind, direction, components=chosen, partners=found, memory_mb=memory_mb)
+        where = {int(c): i for i, c in enumerate(pairs.components.tolist())}
+        for c in chosen:
+            i = components.index((layer, c))
+            partners[i] = found[c]
+            ap[:, i] = pairs.ap[:, where[c]]
+            interaction[:, i, :len(found[c])] = torch.stack([pairs.interaction[:, where[c], where[q]] for q in found[c]], 1)
+            single = integrated_gradients(model, batch, direction=direction, components=(kind,), context="baseline",
+                                          layers=[layer], only={kind: {layer: [c]}}, memory_mb=memory_mb,
+                                          **{"progress": False, **ig_options})
+            alone[:, i] = getattr(single, kind)[:, layer, c].float().cpu()
+        gap = pairs.gap
+    return ComponentPartners(kind, components, partners, ap, alone, interaction, gap)
+
+
 # --------------------------------------------------------------------------- the account
 
 

@@ -8,7 +8,7 @@ from ig_ap.attribution import AttributionError, hook_name
 from ig_ap.ig import integrated_gradients
 from ig_ap import toy
 from ig_ap.interactions import (LABELS, PARTS, account, coalition_curve, disagreement_parts, joint_patches, label_disagreements,
-                                pair_interactions, partner_screen)
+                                pair_interactions, partner_screen, screened_partners)
 from ig_ap.patching import activation_patching
 from ig_ap.tasks import make_dataset
 
@@ -242,3 +242,23 @@ def test_the_coalition_curve_runs_from_ap_to_per_layer_ig(tiny_gpt2):
     # one partner: the two-member game, checked against the kernel-independent Riemann sum
     reference = _reference_ig(tiny_gpt2, batch, layer, "heads", [head, partners[0]])
     torch.testing.assert_close(curve[:, 1].double(), reference[:, head], atol=2e-4, rtol=1e-3)
+
+
+def test_screened_partners_gives_each_neurons_ap_ig_alone_and_pairs(tiny_gpt2):
+    """The bounded account for neurons: for chosen neurons of two layers, AP alone (= AP's kernel), IG moving alone (= its
+    AP: the identity), and the exact interactions with the partners the screen picks (= joint patches of those pairs)."""
+    batch = make_dataset("ioi", tiny_gpt2, n=3, seed=0).batch()
+    chosen = [(0, 4), (1, 7), (1, 30)]
+    found = screened_partners(tiny_gpt2, batch, "neurons", chosen, k=3, n_steps=16)
+    ap = activation_patching(tiny_gpt2, batch, direction="denoising", components=("neurons",), progress=False)
+    for i, (layer, neuron) in enumerate(chosen):
+        torch.testing.assert_close(found.ap[:, i], ap.neurons[:, layer, neuron].float(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(found.alone[:, i], found.ap[:, i], atol=1e-5, rtol=1e-4)
+        assert found.partners[i] == partner_screen(tiny_gpt2, batch, layer, "neurons", [neuron], k=3)[neuron]
+        partner = found.partners[i][0]
+        sets = torch.zeros(1, tiny_gpt2.cfg.d_mlp, dtype=torch.bool)
+        sets[0, [neuron, partner]] = True
+        joint, _, _ = joint_patches(tiny_gpt2, batch, layer, "neurons", sets)
+        single = ap.neurons[:, layer, partner].float()
+        torch.testing.assert_close(found.interaction[:, i, 0], joint[0] - found.ap[:, i] - single, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(found.half_sum(), 0.5 * found.interaction.sum(-1))
