@@ -59,6 +59,9 @@ def test_chapters_come_from_the_toc_and_declare_their_parameters():
         declared = book.chapter_parameters(notebook)
         assert {"model", "device", "seed"} <= set(declared), notebook
         assert set(declared) <= set(book.PARAMETER_TYPES), notebook
+        cells = json.loads(notebook.read_text())["cells"]
+        ids = [cell.get("id") for cell in cells]
+        assert None not in ids and len(set(ids)) == len(ids), f"{notebook.name}: every cell needs its own id (nbformat 4.5)"
 
 
 def test_a_wrong_parameter_stops_the_chapter_with_a_clear_error(tmp_path):
