@@ -43,6 +43,10 @@ def test_profiles_give_each_chapter_its_parameters():
         for notebook in book.chapters():
             values = book.profile_parameters(name, notebook.stem)
             book.check_parameters(**{k: v for k, v in values.items() if k in book.chapter_parameters(notebook)})
+        # chapter 6 reads chapter 3's IG and AP of neurons from the cache: the same prompts, points and neurons
+        shared = ("n_prompts", "ig_steps", "ig_max_steps", "neurons", "seed", "model")
+        three, six = (book.profile_parameters(name, stem) for stem in ("03_latent_components", "06_why_they_disagree"))
+        assert {k: three.get(k) for k in shared} == {k: six.get(k) for k in shared}, name
     with pytest.raises(book.ParameterError, match="unknown profile"):
         book.profile_parameters("tpu", "00_model")
 
