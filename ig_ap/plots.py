@@ -226,6 +226,9 @@ def token_bar(tokens: Sequence[str], probs: Sequence[float], title: str, subtitl
 # --------------------------------------------------------------------------- attribution figures
 
 DIVERGING = "RdBu_r"
+MIN_PLOT_HEIGHT = 160
+"""px: the least height of a heatmap's plot area, whatever its rows (a model of 2 layers still gets a readable map; the
+phone check in tests/test_book.py reports plot areas under 120 px)."""
 
 
 def component_names(kind: str, n_layers: int, n_components: int) -> np.ndarray:
@@ -259,7 +262,7 @@ def head_heatmap(scores, title: str, label: str = "score") -> go.Figure:
     values = _mean(scores)
     limit = float(np.nanmax(np.abs(values))) or 1.0
     fig = go.Figure(_heatmap_trace(values, limit, label))
-    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", height=200 + 14 * values.shape[0])
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", height=200 + max(14 * values.shape[0], MIN_PLOT_HEIGHT))
     return fig
 
 
@@ -270,7 +273,7 @@ def compare_heatmaps(a, b, names: tuple[str, str], title: str, label: str = "sco
     fig = make_subplots(rows=1, cols=2, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.06)
     fig.add_trace(_heatmap_trace(va, limit, label, showscale=False, name=names[0]), row=1, col=1)
     fig.add_trace(_heatmap_trace(vb, limit, label, name=names[1]), row=1, col=2)
-    fig.update_layout(title=title, height=220 + 14 * va.shape[0])
+    fig.update_layout(title=title, height=220 + max(14 * va.shape[0], MIN_PLOT_HEIGHT))
     fig.update_xaxes(title_text="head")
     fig.update_yaxes(title_text="layer", row=1, col=1)
     return fig
@@ -285,7 +288,7 @@ def attention_positions(pattern, heads: Sequence[str], tokens: Sequence[str], ti
         colorbar=dict(title="attention"), hovertemplate="%{y} → %{x}<br>attention %{z:.3f}<extra></extra>",
     ))
     fig.update_layout(title=title, xaxis_title="position and token (the prompt)", yaxis_title="head",
-                      height=220 + 40 * len(heads), xaxis_tickangle=-60)
+                      height=220 + max(40 * len(heads), MIN_PLOT_HEIGHT), xaxis_tickangle=-60)
     return fig
 
 
@@ -462,7 +465,7 @@ def partner_map(rows: dict[str, Sequence[float]], partners: Sequence[str], title
         zmax=limit or 1.0, colorbar=dict(title=label), hovertemplate="%{y} with %{x}<br>" + label + " %{z:.4f}<extra></extra>",
     ))
     fig.update_layout(title=title, xaxis_title="partner (a head of the same layer)", yaxis_title="head",
-                      height=200 + 36 * len(rows), yaxis_autorange="reversed")
+                      height=200 + max(36 * len(rows), MIN_PLOT_HEIGHT), yaxis_autorange="reversed")
     return fig
 
 
@@ -505,7 +508,7 @@ def path_matrix(effects, senders: Sequence[str], receivers: Sequence[str], input
             showscale=i == len(inputs) - 1, colorbar=dict(title="effect"),
             hovertemplate="%{text}<br>effect %{z:.4f}<extra></extra>",
         ), row=1, col=i + 1)
-    fig.update_layout(title=title, height=260 + 22 * len(senders))
+    fig.update_layout(title=title, height=260 + max(22 * len(senders), MIN_PLOT_HEIGHT))
     fig.update_xaxes(title_text="receiver")
     fig.update_yaxes(title_text="sender", row=1, col=1)
     return fig

@@ -526,3 +526,12 @@ def test_the_probe_finds_a_figure_that_does_not_fit(probed_book):
     finally:
         broken.unlink()
     assert any("wide" in p or "past its container" in p for p in result["problems"]), result
+    # a figure squeezed by its height: the plot area is reported
+    squeezed = ('<script>window.addEventListener("load", () => setTimeout(() => document.querySelectorAll(".js-plotly-plot")'
+                '.forEach(p => Plotly.relayout(p, {height: 200})), 1500));</script>')
+    broken.write_text(text.replace("</body>", squeezed + "</body>"))
+    try:
+        result = _fit_problems(base, "book/_unfit.html", PHONE)
+    finally:
+        broken.unlink()
+    assert any("plot area" in p for p in result["problems"]), result
