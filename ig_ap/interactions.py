@@ -95,6 +95,11 @@ def joint_patches(
     return torch.cat(changes).float().cpu(), setup.metric(clean.final, batch).float().cpu(), setup.metric(corrupted.final, batch).float().cpu()
 
 
+def _half_sum(interaction: Float[Tensor, "... partner"]) -> Float[Tensor, "..."]:
+    """½ Σ over the last axis (a component's partners) of the interactions, pairs not patched (NaN) counting 0."""
+    return 0.5 * interaction.nan_to_num(0.0).sum(-1)
+
+
 @dataclass(frozen=True)
 class PairInteractions:
     """Joint-patching interactions of components of one layer: ``ap[p, i]`` of component ``components[i]`` alone and
@@ -111,7 +116,7 @@ class PairInteractions:
 
     def half_sum(self) -> Float[Tensor, "prompt component"]:
         """½ Σ_{c′} I(c, c′) per component: the pairwise prediction of IG_c − AP_c (pairs not patched count 0)."""
-        return 0.5 * self.interaction.nan_to_num(0.0).sum(-1)
+        return _half_sum(self.interaction)
 
 
 def pair_interactions(
@@ -222,8 +227,7 @@ class LayerInteractions:
 
     def half_sum(self) -> Float[Tensor, "prompt layer component"]:
         """½ Σ_{c′} I(c, c′) of every component: the pairwise prediction of per-layer IG − AP (NaN where not measured)."""
-        half = 0.5 * self.interaction.nan_to_num(0.0).sum(-1)
-        return half.masked_fill(self.ap.isnan(), float("nan"))
+        return _half_sum(self.interaction).masked_fill(self.ap.isnan(), float("nan"))
 
     def to_dict(self) -> dict[str, Tensor]:
         return {"direction": torch.tensor(0 if self.direction == "denoising" else 1), "ap": self.ap,
@@ -268,7 +272,7 @@ class ComponentPartners:
     gap: Float[Tensor, "prompt"]
 
     def half_sum(self) -> Float[Tensor, "prompt component"]:
-        return 0.5 * self.interaction.nan_to_num(0.0).sum(-1)
+        return _half_sum(self.interaction)
 
 
 def screened_partners(
@@ -289,9 +293,8 @@ def screened_partners(
     against exhaustive pairs the tests measure. ``ig_options`` go to
     :func:`ig_ap.ig.integrated_gradients` (``n_steps``, ``tolerance``…), in the base run's context.
     """
-    from ig_ap.ig import integrated_gradients
-
     components = [(int(l), int(c)) for l, c in components]
+    position = {component: i for i, component in enumerate(components)}
     by_layer: dict[int, list[int]] = {}
     for layer, c in components:
         by_layer.setdefault(layer, []).append(c)
@@ -306,14 +309,11 @@ def screened_partners(
         pairs = pair_interactions(model, batch, layer, kind, direction, components=chosen, partners=found, memory_mb=memory_mb)
         where = {int(c): i for i, c in enumerate(pairs.components.tolist())}
         for c in chosen:
-            i = components.index((layer, c))
+            i = position[layer, c]
             partners[i] = found[c]
             ap[:, i] = pairs.ap[:, where[c]]
             interaction[:, i, :len(found[c])] = torch.stack([pairs.interaction[:, where[c], where[q]] for q in found[c]], 1)
-            single = integrated_gradients(model, batch, direction=direction, components=(kind,), context="baseline",
-                                          layers=[layer], only={kind: {layer: [c]}}, memory_mb=memory_mb,
-                                          **{"progress": False, **ig_options})
-            alone[:, i] = getattr(single, kind)[:, layer, c].float().cpu()
+            alone[:, i] = coalition_curve(model, batch, layer, kind, c, [], [0], direction, memory_mb=memory_mb, **ig_options)[:, 0]
         gap = pairs.gap
     return ComponentPartners(kind, components, partners, ap, alone, interaction, gap)
 
