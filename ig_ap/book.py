@@ -64,7 +64,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # pairing) on IOI only (`control_tasks`);
     # chapters 3, 4 and 6 pick heads on half of 8 IOI prompts and test them on the other half
     # (chapters 4 and 6 read chapter 3's attributions from the cache); chapter 5 does the same
-    # on 8. One prompt pair in chapter 1 affords more points and neurons. AP of neurons runs
+    # on 8. One prompt pair in chapter 1 affords more neurons, and 8 points (one per segment of
+    # its path profile) where the other chapters start at 4. AP of neurons runs
     # on a seeded random sample of `neurons` per layer plus the top `neurons` of each ranking.
     # A layer starts at 4 Gauss-Legendre points: on the embedded model most layers'
     # completeness error is then about 1e-3 of the gap or less (1e-6 at 12 points), far under
@@ -74,7 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the rest of that task's IG. The `gpu` profile runs everything at the original scale.
     "cpu": {
         "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 4, "neurons": 16,
-        "chapters": {"00_model": {"n_prompts": 50}, "01_background": {"ig_steps": 16, "neurons": 32, "ig_max_steps": 32},
+        "chapters": {"00_model": {"n_prompts": 50}, "01_background": {"ig_steps": 8, "neurons": 32, "ig_max_steps": 32},
                      "02_aligned_baselines": {"tasks": "ioi,greater_than", "n_prompts": 4, "n_prompts_neurons": 4,
                                               "neurons": 4, "ig_max_steps": 32, "control_tasks": "ioi"},
                      "03_latent_components": {"n_prompts": 8, "neurons": 4, "ig_max_steps": 32},

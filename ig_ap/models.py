@@ -330,6 +330,15 @@ def _make_info(bridge, name, model_id, hf_name, prepend_bos, tokenizer, device, 
 # ---- embedded model: GGUF -> float32 safetensors cache
 
 
+def prepare_embedded() -> Path:
+    """Convert the embedded model's GGUF to its float32 cache now, if the cache is missing or corrupt (``make setup``
+    calls it, so that the first chapter does not); returns the weights' folder. A valid cache costs its SHA-256 check."""
+    with _gguf_read_once(embedded_gguf_path()):  # config, weights and tokenizer share one parse of the file
+        folder = embedded_weights_dir()
+        embedded_tokenizer()
+    return folder
+
+
 def _load_embedded_hf(dtype):
     from transformers import AutoModelForCausalLM
 
@@ -342,16 +351,24 @@ def _load_embedded_hf(dtype):
 
 @contextlib.contextmanager
 def _gguf_read_once(path: Path):
-    """Within this context, every read of the GGUF file ``path`` shares one ``gguf.GGUFReader``.
+    """Within this context, every read of the GGUF file ``path`` shares one ``gguf.GGUFReader``, and the tensor-name
+    map of an architecture is built once.
 
     transformers opens the file anew for the config, for the weights and for the tokenizer,
     and each opening parses every metadata field, the tokenizer's 49,152-entry vocabulary
     among them (7 s each on this project's CPUs). The reader is a read-only memory map, so
     sharing it changes nothing but the time; other files get their own reader as before.
+    transformers also asks ``gguf.get_tensor_name_map(arch, n_blocks)`` once per module of
+    the model (397 times for the embedded model, 9 s in all); the map is a read-only lookup
+    table, so one per (arch, n_blocks) serves them all.
     """
     import gguf
 
+    if getattr(gguf.GGUFReader, "_ig_ap_shared", None) == path.resolve():  # already inside this context for the file
+        yield
+        return
     real, shared = gguf.GGUFReader, {}
+    real_map, maps = gguf.get_tensor_name_map, {}
 
     def reader(file, *args, **kwargs):
         if args or kwargs or Path(file).resolve() != path.resolve():
@@ -360,12 +377,17 @@ def _gguf_read_once(path: Path):
             shared["reader"] = real(file)
         return shared["reader"]
 
-    gguf.GGUFReader = reader
+    def name_map(arch, n_blocks):
+        if (arch, n_blocks) not in maps:
+            maps[arch, n_blocks] = real_map(arch, n_blocks)
+        return maps[arch, n_blocks]
+
+    reader._ig_ap_shared = path.resolve()
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
     try:
         yield
     finally:
-        gguf.GGUFReader = real
-
+        gguf.GGUFReader, gguf.get_tensor_name_map = real, real_map
 
 
 def _weights_valid(folder: Path, gguf: Path) -> bool:
@@ -387,7 +409,8 @@ def _dequantize_embedded(gguf: Path, folder: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     started = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_read_once(gguf):  # the config and the weights share one parse of the file
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # Saved as a plain float32 checkpoint: forget that it came from a quantized file.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

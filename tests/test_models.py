@@ -126,6 +126,7 @@ def test_embedded_cache_reused_then_rebuilt_when_truncated(tmp_path, monkeypatch
     model = load_model("smollm2-135m", device="cpu")
     assert calls == [] and time.perf_counter() - started < 15
     assert model_info(model).n_layers == 30
+    assert models.prepare_embedded() == folder and calls == []  # make setup's step: nothing to do on a valid cache
 
     # Truncated: detected by size and rebuilt.
     with open(weights, "r+b") as f:
