@@ -253,6 +253,30 @@ def head_interactions(model, batch, direction: str = "denoising", layers: Sequen
     return LayerInteractions(direction, ap, interaction, gap)
 
 
+def layers_holding(disagreement: Float[Tensor, "prompt layer component"], coverage: float) -> list[int]:
+    """The fewest layers whose components hold at least ``coverage`` of Σ disagreement² (over prompts and components).
+
+    Where a model's disagreements gather in a few layers, the pairs of those layers are
+    all that the pairwise account needs: patching every pair of every layer costs one joint
+    patch per pair from each layer up, most of it in layers with nothing to explain. Pass
+    the disagreements of the *selection* prompts (the layers are then chosen without the
+    prompts the account is measured on); ``coverage`` 1 returns every layer. Layers are
+    taken by their share, largest first; returned in order.
+    """
+    if not 0 < coverage <= 1:
+        raise ValueError(f"coverage must be a share in (0, 1], got {coverage}")
+    n_layers = disagreement.shape[1]
+    if coverage == 1:
+        return list(range(n_layers))
+    square = disagreement.double().nan_to_num(0.0).pow(2).sum((0, 2))
+    if square.sum() == 0:
+        return []
+    order = square.argsort(descending=True)
+    held = square[order].cumsum(0) / square.sum()
+    n = int((held < coverage).sum()) + 1
+    return sorted(order[:min(n, n_layers)].tolist())
+
+
 @dataclass(frozen=True)
 class ComponentPartners:
     """Chosen components (``layer``, ``index``) of one kind with the partners a screen found in their layers: each one's
@@ -398,26 +422,59 @@ def label_disagreements(
 
     Where both 3 and 4 hold, the larger of |e − d| and |a| names the disagreement.
     """
+    labels = []
+    for below, pairs, across_size, saturation in _conditions(difference, predicted, explained, across, atp, tolerance):
+        if below:
+            labels.append(LABELS[5])
+        elif pairs:
+            labels.append(pairs)
+        elif across_size == saturation == 0.0:
+            labels.append(LABELS[4])
+        else:
+            labels.append(LABELS[2] if across_size >= saturation else LABELS[3])
+    return labels
+
+
+def conditions_met(
+    difference: Float[Tensor, "..."],
+    predicted: Float[Tensor, "..."],
+    explained: float = 0.5,
+    *,
+    across: Float[Tensor, "..."] | None = None,
+    atp: Float[Tensor, "..."] | None = None,
+    tolerance: float = 0.0,
+) -> list[tuple[str, ...]]:
+    """Every condition of :func:`label_disagreements`'s rule (2–4: pairs, cross-layer, saturating) that each component
+    meets, in the rule's order, where the label names only the first (empty below the tolerance or where none holds).
+
+    A label says what explains a disagreement first; a component can also meet a later
+    condition (its AtP far from AP, say, while its pairs already explain IG − AP), which the
+    label alone hides.
+    """
+    met = []
+    for below, pairs, across_size, saturation in _conditions(difference, predicted, explained, across, atp, tolerance):
+        met.append(() if below else tuple(x for x, holds in ((pairs, bool(pairs)), (LABELS[2], across_size > 0),
+                                                             (LABELS[3], saturation > 0)) if holds))
+    return met
+
+
+def _conditions(difference, predicted, explained, across, atp, tolerance) -> list[tuple[bool, str, float, float]]:
+    """Per component: (below the tolerance, the pairs' label or "", |e − d| where cross-layer holds else 0, |a| where
+    saturating holds else 0): the conditions of :func:`label_disagreements`'s rule."""
     def values(x):
         return None if x is None else torch.as_tensor(x, dtype=torch.float64).flatten().tolist()
 
     d_all, q_all, e_all, a_all = values(difference), values(predicted), values(across), values(atp)
-    labels = []
+    out = []
     for i, (d, q) in enumerate(zip(d_all, q_all)):
         e = None if e_all is None else e_all[i]
         a = None if a_all is None else a_all[i]
-        if all(x is None or abs(x) < tolerance or (tolerance == 0 and x == 0) for x in (d, e, a)):
-            labels.append(LABELS[5])
-        elif d != 0 and abs(d) >= tolerance and explained <= q / d <= 1 / explained:
-            labels.append(LABELS[0] if q > 0 else LABELS[1])
-        else:
-            across_size = abs(e - d) if e is not None and abs(e - d) >= max(tolerance, abs(d)) and e != d else 0.0
-            saturation = abs(a) if a is not None and abs(a) >= max(tolerance, 2 * abs(d)) and a != 0 else 0.0
-            if across_size == saturation == 0.0:
-                labels.append(LABELS[4])
-            else:
-                labels.append(LABELS[2] if across_size >= saturation else LABELS[3])
-    return labels
+        below = all(x is None or abs(x) < tolerance or (tolerance == 0 and x == 0) for x in (d, e, a))
+        pairs = (LABELS[0] if q > 0 else LABELS[1]) if d != 0 and abs(d) >= tolerance and explained <= q / d <= 1 / explained else ""
+        across_size = abs(e - d) if e is not None and abs(e - d) >= max(tolerance, abs(d)) and e != d else 0.0
+        saturation = abs(a) if a is not None and abs(a) >= max(tolerance, 2 * abs(d)) and a != 0 else 0.0
+        out.append((below, pairs, across_size, saturation))
+    return out
 
 
 PARTS = ("own path", "pairs", "higher order")

@@ -7,8 +7,8 @@ from ig_ap.ablation import patch_sets
 from ig_ap.attribution import AttributionError, hook_name
 from ig_ap.ig import integrated_gradients
 from ig_ap import toy
-from ig_ap.interactions import (LABELS, PARTS, account, coalition_curve, disagreement_parts, joint_patches, label_disagreements,
-                                pair_interactions, partner_screen, screened_partners)
+from ig_ap.interactions import (LABELS, PARTS, account, coalition_curve, disagreement_parts, head_interactions, joint_patches,
+                                conditions_met, label_disagreements, layers_holding, pair_interactions, partner_screen, screened_partners)
 from ig_ap.patching import activation_patching
 from ig_ap.tasks import make_dataset
 
@@ -122,6 +122,30 @@ def test_pair_interactions_are_joint_minus_singles_for_every_pair(tiny_gpt2):
     assert not some.interaction[:, 0, 1:].isnan().any()
 
 
+def test_layers_holding_a_share_of_the_squared_disagreement():
+    d = torch.zeros(2, 5, 3)
+    d[:, 3, 0] = 3.0  # layer 3: 18 of 26 (over both prompts)
+    d[:, 1, 1] = 2.0  # layer 1: 8 of 26
+    d[0, 4, 2] = float("nan")  # not measured: counts 0
+    assert layers_holding(d, 0.5) == [3]
+    assert layers_holding(d, 18 / 26) == [3]
+    assert layers_holding(d, 0.7) == [1, 3]  # in order, whatever the ranking
+    assert layers_holding(d, 1.0) == [0, 1, 2, 3, 4]  # 1: every layer, even those with nothing
+    assert layers_holding(torch.zeros(1, 4, 2), 0.9) == []
+    with pytest.raises(ValueError, match="coverage"):
+        layers_holding(d, 0.0)
+
+
+def test_head_interactions_of_some_layers_are_those_of_all_there(tiny_gpt2):
+    batch = make_dataset("ioi", tiny_gpt2, n=2, seed=0).batch()
+    every = head_interactions(tiny_gpt2, batch)
+    some = head_interactions(tiny_gpt2, batch, layers=[1])
+    torch.testing.assert_close(some.interaction[:, 1], every.interaction[:, 1], equal_nan=True)
+    torch.testing.assert_close(some.ap[:, 1], every.ap[:, 1])
+    assert some.interaction[:, 0].isnan().all() and some.ap[:, 0].isnan().all()
+    assert some.half_sum()[:, 0].isnan().all() and not some.half_sum()[:, 1].isnan().any()  # NaN where not measured
+
+
 def test_the_partner_screen_finds_the_strongest_partners(tiny_gpt2):
     """Recall of the screen against exhaustive pairs on a small layer: for 4 neurons of layer 1 (256 neurons), the true
     8 strongest partners by mean |I| over prompts, and the screen's 32 (an eighth of the layer)."""
@@ -216,6 +240,11 @@ def test_the_label_rule_in_order():
     d, q = torch.tensor([0.01, 0.01]), torch.zeros(2)
     assert label_disagreements(d, q, across=torch.tensor([0.1, 0.5]), atp=torch.tensor([0.3, 0.1]), tolerance=0.02) == [
         LABELS[3], LABELS[2]]
+    # every condition met, where the label names the first: pairs that also saturate, both later conditions, none
+    d, q = torch.tensor([0.2, 0.01, 0.2, 0.001]), torch.tensor([0.2, 0.0, 0.0, 0.0])
+    e, a = torch.tensor([0.2, 0.1, 0.2, 0.0]), torch.tensor([0.5, 0.3, 0.0, 0.001])
+    assert conditions_met(d, q, across=e, atp=a, tolerance=0.02) == [(LABELS[0], LABELS[3]), (LABELS[2], LABELS[3]), (), ()]
+    assert label_disagreements(d, q, across=e, atp=a, tolerance=0.02) == [LABELS[0], LABELS[3], LABELS[4], LABELS[5]]
 
 
 def test_the_parts_of_a_disagreement_add_up_to_it():
