@@ -497,19 +497,9 @@ def circuit_curves(
         spans[name] = (len(sets), sizes, total)
         sets += [{kind: top_components(scores, k=k, signed=signed)} for k in sizes]
     nothing = {kind: torch.zeros_like(next(iter(rankings.values()))[0].mean(0), dtype=torch.bool)}
-    sets.append(nothing)
-    # rankings often share circuits (the same top heads, every component at size N): each distinct one is patched once
-    unique, where, index = [], {}, []
-    for circuit in sets:
-        key = circuit[kind].cpu().numpy().tobytes()
-        if key not in where:
-            where[key] = len(unique)
-            unique.append(circuit)
-        index.append(where[key])
-    patched = faithfulness(model, batch, unique, ablation="corrupted", normalize="none", memory_mb=memory_mb)
-    metric = patched.metric[torch.tensor(index)]
-    empty = metric[-1]
-    return {name: CircuitCurve(sizes, total, metric[first:first + len(sizes)], empty, patched.clean)
+    patched = faithfulness(model, batch, sets + [nothing], ablation="corrupted", normalize="none", memory_mb=memory_mb)
+    empty = patched.metric[-1]
+    return {name: CircuitCurve(sizes, total, patched.metric[first:first + len(sizes)], empty, patched.clean)
             for name, (first, sizes, total) in spans.items()}
 
 

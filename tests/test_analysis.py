@@ -661,26 +661,6 @@ def test_circuit_curves_of_several_rankings_at_once_equal_each_alone(tiny_llama)
         assert not torch.allclose(together["AP" if kind == "heads" else "AtP"].metric, together["AtP" if kind == "heads" else "AtP, |score|"].metric)
 
 
-def test_circuit_curves_patch_each_distinct_circuit_once(tiny_llama, monkeypatch):
-    """Rankings that share circuits (here: one ranking twice, and every ranking's full set) cost one patch per distinct
-    circuit, and each ranking's curve is unchanged."""
-    from ig_ap import ablation
-    from ig_ap.atp import attribution_patching
-    from ig_ap.tasks import make_dataset
-
-    batch = make_dataset("ioi", tiny_llama, n=2, seed=0).batch()
-    atp = attribution_patching(tiny_llama, batch, direction="denoising", progress=False)
-    fractions = (0.05, 0.5, 1.0)
-    patched, real = [], ablation.faithfulness
-    monkeypatch.setattr(ablation, "faithfulness", lambda model, batch, keep, **kw: (patched.append(len(keep)), real(model, batch, keep, **kw))[1])
-    alone = ablation.circuit_curves(tiny_llama, batch, {"AtP": (atp.heads, True)}, "heads", fractions)["AtP"]
-    twice = ablation.circuit_curves(tiny_llama, batch, {"AtP": (atp.heads, True), "AtP again": (atp.heads, True)}, "heads", fractions)
-    assert patched[1] == patched[0] <= len(alone.sizes) + 1  # the second ranking adds no patch
-    for curve in twice.values():
-        torch.testing.assert_close(curve.metric, alone.metric, rtol=0, atol=1e-5)
-        torch.testing.assert_close(curve.empty, alone.empty, rtol=0, atol=1e-5)
-
-
 def test_cross_fitted_faithfulness_scores_each_half_with_the_other_halfs_top_heads(tiny_llama):
     """Each prompt's faithfulness is that of the top heads chosen on the other half (checked against faithfulness_curve run
     on each half alone), every ranking's sets share the passes, and the prompts come in the order select then test."""
