@@ -57,15 +57,15 @@ GPU_MEMORY_MB = 32768
 PROFILES: dict[str, dict[str, Any]] = {
     # The default: the embedded model on a 2-core CPU, sized for a cold build of about 20
     # minutes at 150 GFLOP/s (measured: see README, "Build profiles and times"). Every figure
-    # is drawn, at the smallest sizes its intervals allow: chapter 2 takes 4 prompts per task
-    # on IOI and Greater-Than, the two tasks of which the embedded model solves all 4 (it
-    # solves 3 of Gender-Bias's and 2 of Capital-Country's: intervals too wide to read, or
-    # none; `-p tasks all` runs them), its controls (the zero baseline and the control
-    # pairing) on IOI only (`control_tasks`);
+    # is drawn, at the smallest sizes its intervals allow: chapter 2 takes 4 Greater-Than
+    # prompts, with its controls (the zero baseline and the control pairing): the embedded
+    # model solves all 4; chapters 1 and 3-6 study IOI, and chapter 2 on IOI as well cost 2.5
+    # of the 20 minutes (`-p tasks ioi,greater_than`, or `all`: the model solves 3 of
+    # Gender-Bias's 4 and 2 of Capital-Country's, intervals too wide to read, or none);
     # chapters 3, 4 and 6 pick heads on half of 8 IOI prompts and test them on the other half
     # (chapters 4 and 6 read chapter 3's attributions from the cache; chapter 6 patches the pairs
-    # of heads in the fewest layers holding 99% of the selection prompts' squared IG − AP, 10
-    # of 30 on IOI, holding 98% of it on the held-out prompts, at 28% of the cost of every
+    # of heads in the fewest layers holding 99% of the selection prompts' squared IG − AP, 9
+    # of 30 on IOI, holding 98% of it on the held-out prompts, at 26% of the cost of every
     # layer's pairs); chapter 5 does the same
     # on 8. One prompt pair in chapter 1 affords more neurons, and 8 points (one per segment of
     # its path profile) where the other chapters start at 4. AP of neurons runs
@@ -78,9 +78,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the rest of that task's IG. The `gpu` profile runs everything at the original scale.
     "cpu": {
         "model": EMBEDDED, "device": "cpu", "seed": 0, "n_prompts": 4, "ig_steps": 4, "neurons": 16,
-        "chapters": {"00_model": {"n_prompts": 50}, "01_background": {"ig_steps": 8, "neurons": 32, "ig_max_steps": 32},
-                     "02_aligned_baselines": {"tasks": "ioi,greater_than", "n_prompts": 4, "n_prompts_neurons": 4,
-                                              "neurons": 4, "ig_max_steps": 32, "control_tasks": "ioi"},
+        "chapters": {"00_model": {"n_prompts": 50}, "01_background": {"ig_steps": 8, "neurons": 16, "ig_max_steps": 32},
+                     "02_aligned_baselines": {"tasks": "greater_than", "n_prompts": 4, "n_prompts_neurons": 4,
+                                              "neurons": 4, "ig_max_steps": 32, "control_tasks": "greater_than"},
                      "03_latent_components": {"n_prompts": 8, "neurons": 4, "ig_max_steps": 32},
                      "04_and_or_toy_models": {"n_prompts": 8, "ig_max_steps": 32},
                      "05_head_patching": {"n_prompts": 8},

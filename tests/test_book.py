@@ -341,19 +341,27 @@ def test_a_task_book_has_the_chapters_for_any_task_and_a_title_page_naming_the_f
     assert set(table.task) == {f"file-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"}
 
 
-def test_chapter_2_runs_its_controls_on_the_tasks_of_control_tasks_only(built_book):
-    """The cpu profile keeps chapter 2's controls (zero baseline, control pairing) to IOI: the page says so and its
-    zero-baseline figure has IOI alone; the other tasks still get every other comparison. The tasks it leaves out of
-    the page altogether (Gender-Bias, Capital-Country) are named there."""
+def test_chapter_2_runs_its_controls_on_the_tasks_of_control_tasks_only(built_book, tmp_path):
+    """Chapter 2's controls (zero baseline, control pairing) run on the tasks of control_tasks only: the page says so and
+    its zero-baseline figure has those alone; the other tasks still get every other comparison. The built-in tasks it
+    leaves out of the page altogether are named there. The cpu profile runs chapter 2 on Greater-Than, controls included."""
     out, _ = built_book
-    assert book.profile_parameters("cpu", "02_aligned_baselines")["control_tasks"] == "ioi"
+    cpu = book.profile_parameters("cpu", "02_aligned_baselines")
+    assert cpu["tasks"] == cpu["control_tasks"] == "greater_than"
     page = (out / "html" / "book" / "02_aligned_baselines.html").read_text()
-    assert "The controls ran on IOI only" in page and "no control pairing here: control_tasks" in page
+    assert "Built-in tasks not on this page: IOI, Gender-Bias, Capital-Country" in page
     figure = pd.read_csv(out / "html" / "book" / "data" / "02_aligned_baselines" / "fig-zero-baseline.csv")
-    assert set(figure.x) == {"IOI"}, figure
-    correlation = pd.read_csv(out / "html" / "book" / "data" / "02_aligned_baselines" / "fig-correlation.csv")
-    assert set(correlation.x) == {"IOI", "Greater-Than"}  # the profile's tasks
-    assert "Built-in tasks not on this page: Gender-Bias, Capital-Country" in page
+    assert set(figure.x) == {"Greater-Than"}, figure
+    # two tasks, the controls on one
+    notebook = next(n for n in book.chapters() if n.stem == "02_aligned_baselines")
+    executed = book.execute_chapter(notebook, tmp_path / "executed", book.profile_parameters(
+        "cpu", notebook.stem, {**TINY, "tasks": "ioi,greater_than", "control_tasks": "ioi", "n_resamples": 50}))
+    text = "\n".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                     for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", []))
+    assert "The controls ran on IOI only" in text, text[-3000:]
+    data = tmp_path / "executed" / "data" / "02_aligned_baselines"
+    assert set(pd.read_csv(data / "fig-zero-baseline.csv").x) == {"IOI"}
+    assert set(pd.read_csv(data / "fig-correlation.csv").x) == {"IOI", "Greater-Than"}
 
 
 def test_the_built_in_book_shows_its_own_cells_not_the_task_books(built_book):
