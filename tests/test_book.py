@@ -23,8 +23,10 @@ def test_check_parameters_rejects_wrong_types_in_one_line():
     book.check_parameters(model="gpt2", n_prompts=4, device=None, tasks=["ioi"])
     book.check_parameters(neurons="all")
     book.check_parameters(neurons=8)
+    book.check_parameters(pair_coverage=1, top_k=3)
     for bad in [dict(n_prompts="abc"), dict(n_prompts=2.5), dict(n_prompts=True), dict(device=3), dict(n_prompts=0),
-                dict(neurons="some"), dict(neurons=0), dict(control_tasks="nope"), dict(control_tasks=3)]:
+                dict(neurons="some"), dict(neurons=0), dict(control_tasks="nope"), dict(control_tasks=3),
+                dict(pair_coverage=0.0), dict(pair_coverage=1.5), dict(pair_coverage="all")]:
         with pytest.raises(book.ParameterError) as err:
             book.check_parameters(**bad)
         assert "\n" not in str(err.value) and next(iter(bad)) in str(err.value)
