@@ -333,18 +333,20 @@ def _make_info(bridge, name, model_id, hf_name, prepend_bos, tokenizer, device, 
 def prepare_embedded() -> Path:
     """Convert the embedded model's GGUF to its float32 cache now, if the cache is missing or corrupt (``make setup``
     calls it, so that the first chapter does not); returns the weights' folder. A valid cache costs its SHA-256 check."""
-    with _gguf_read_once(embedded_gguf_path()):  # config, weights and tokenizer share one parse of the file
-        folder = embedded_weights_dir()
-        embedded_tokenizer()
-    return folder
+    return _embedded_files()[0]
+
+
+def _embedded_files():
+    """The embedded model's weights folder and tokenizer, converted from the GGUF where missing (one parse of the file
+    for the config, the weights and the tokenizer)."""
+    with _gguf_read_once(embedded_gguf_path()):
+        return embedded_weights_dir(), embedded_tokenizer()
 
 
 def _load_embedded_hf(dtype):
     from transformers import AutoModelForCausalLM
 
-    with _gguf_read_once(embedded_gguf_path()):  # the first load converts the GGUF: config, weights and tokenizer
-        folder = embedded_weights_dir()
-        tokenizer = embedded_tokenizer()
+    folder, tokenizer = _embedded_files()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
     return model, tokenizer
 
