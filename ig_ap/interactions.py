@@ -307,10 +307,14 @@ def screened_partners(
     k: int,
     direction: str = "denoising",
     memory_mb: float = MEMORY_MB,
+    screen_batch=None,
     **ig_options,
 ) -> ComponentPartners:
     """For each chosen (layer, index): its ``k`` likely partners by :func:`partner_screen`, the exact interactions with
     them by joint patches (:func:`pair_interactions`), its AP, and its IG moving alone (the identity's check).
+
+    ``screen_batch``: the prompts the screen picks partners on (``batch`` by default); pass the
+    selection prompts, so that the partners are not picked on the prompts they are measured on.
 
     The bounded account for a kind with too many components per layer for every pair
     (neurons): the pairwise prediction is ½ Σ I over the screened partners, whose recall
@@ -329,7 +333,7 @@ def screened_partners(
     partners: list[list[int]] = [[] for _ in components]
     gap = None
     for layer, chosen in by_layer.items():
-        found = partner_screen(model, batch, layer, kind, chosen, k, direction)
+        found = partner_screen(model, batch if screen_batch is None else screen_batch, layer, kind, chosen, k, direction)
         pairs = pair_interactions(model, batch, layer, kind, direction, components=chosen, partners=found, memory_mb=memory_mb)
         where = {int(c): i for i, c in enumerate(pairs.components.tolist())}
         for c in chosen:

@@ -291,3 +291,8 @@ def test_screened_partners_gives_each_neurons_ap_ig_alone_and_pairs(tiny_gpt2):
         single = ap.neurons[:, layer, partner].float()
         torch.testing.assert_close(found.interaction[:, i, 0], joint[0] - found.ap[:, i] - single, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(found.half_sum(), 0.5 * found.interaction.sum(-1))
+    # partners screened on other prompts than those they are measured on
+    other = make_dataset("ioi", tiny_gpt2, n=3, seed=1).batch()
+    apart = screened_partners(tiny_gpt2, batch, "neurons", chosen[:1], k=3, n_steps=16, screen_batch=other)
+    assert apart.partners[0] == partner_screen(tiny_gpt2, other, 0, "neurons", [4], k=3)[4]
+    torch.testing.assert_close(apart.ap[:, 0], found.ap[:, 0])
